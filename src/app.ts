@@ -1,0 +1,106 @@
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import pino, { type Logger } from 'pino';
+import type { Config } from './config/schema.ts';
+import { installErrorHandler } from './http/error-handler.ts';
+import { registerHealthRoutes } from './http/health-routes.ts';
+import { installRequestLog } from './http/request-context.ts';
+import { registerV2Routes } from './http/v2-routes.ts';
+import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { BlobService } from './registry/blob-service.ts';
+import { ManifestService } from './registry/manifest-service.ts';
+import { Router } from './routing/router.ts';
+import { BlobFills } from './store/blob-fills.ts';
+import { FsBlobStore } from './store/fs-blob-store.ts';
+import { FsManifestStore } from './store/manifest-store.ts';
+import { FsTagStore } from './store/tag-store.ts';
+import { UpstreamClient } from './upstream/client.ts';
+import { resolveCredentials } from './upstream/credentials.ts';
+import { Dispatchers } from './upstream/dispatcher.ts';
+
+export interface Archway {
+  app: FastifyInstance;
+  metrics: Metrics;
+  logger: Logger;
+  /** Stop accepting, let in-flight responses finish (bounded), stop fills, release upstream connections. */
+  close(): Promise<void>;
+}
+
+export interface BuildOptions {
+  /** A logger to use; by default pino at the configured level on stdout. */
+  logger?: Logger;
+}
+
+/** The composition root: every instance archway runs on is built here from the config. */
+export async function buildArchway(config: Readonly<Config>, opts: BuildOptions = {}): Promise<Archway> {
+  const logger = opts.logger ?? pino({ level: config.log.level });
+  const metrics = createMetrics();
+
+  const blobStore = new FsBlobStore({ dir: config.cache.dir, maxSize: config.cache.maxSize, logger, onEvict: () => metrics.evictions.inc() });
+  const manifestStore = new FsManifestStore(config.cache.dir);
+  const tagStore = new FsTagStore(config.cache.dir);
+  // The blob store first: it clears the shared temp directory of leftovers.
+  await blobStore.init();
+  await manifestStore.init();
+  await tagStore.init();
+
+  const dispatchers = new Dispatchers(config);
+  const upstreams = new Map<string, UpstreamClient>();
+  for (const [name, upstream] of Object.entries(config.upstreams)) {
+    upstreams.set(
+      name,
+      new UpstreamClient({
+        name,
+        url: upstream.url,
+        credentials: resolveCredentials(name, upstream),
+        dispatcher: dispatchers.for(name, upstream),
+        timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle },
+        metrics,
+      }),
+    );
+  }
+  const router = new Router(upstreams, config.defaultUpstream);
+  const fills = new BlobFills(blobStore, metrics, logger);
+  const manifests = new ManifestService({ manifests: manifestStore, tags: tagStore, tagTtlMs: config.cache.tagTtl, metrics, logger });
+  const blobs = new BlobService(blobStore, fills, metrics);
+
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    // Registry clients send long names and digests; nothing else needs more.
+    routerOptions: { maxParamLength: 1024 },
+    bodyLimit: 1024 * 1024,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+  // Write methods are refused before any body is read: accept every content type unparsed.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, _payload, done) => done(null));
+  installRequestLog(app, metrics);
+  installErrorHandler(app);
+  registerV2Routes(app, { router, manifests, blobs });
+  registerHealthRoutes(app, {
+    cacheDir: config.cache.dir,
+    metrics,
+    refreshGauges: () => {
+      const usage = blobStore.usage();
+      metrics.cacheBytes.set(usage.bytes);
+      metrics.cacheBlobs.set(usage.count);
+    },
+  });
+  await app.ready();
+
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      const timer = setTimeout(() => app.server.closeAllConnections(), config.server.shutdownTimeout);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(timer);
+      }
+      await fills.cancelAll();
+      await dispatchers.close();
+    })());
+
+  return { app, metrics, logger, close };
+}

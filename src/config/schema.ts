@@ -1,0 +1,91 @@
+import { z } from 'zod';
+import { parseDuration, parseSize } from './units.ts';
+
+const size = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseSize(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const duration = z.union([z.string(), z.number()]).transform((v, ctx) => {
+  try {
+    return parseDuration(v);
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
+
+const upstream = z
+  .object({
+    url: httpUrl,
+    username: z.string().optional(),
+    password: z.string().optional(),
+    /** Read the password from a file (a mounted secret), so it stays out of this file. */
+    passwordFile: z.string().optional(),
+    /** Read the password from this environment variable. */
+    passwordEnv: z.string().optional(),
+    /** PEM file of extra CA certificates to trust for this upstream. */
+    ca: z.string().optional(),
+    /** Skip TLS certificate verification (self-signed test registries only). */
+    insecure: z.boolean().default(false),
+  })
+  .strict()
+  .refine((u) => [u.password, u.passwordFile, u.passwordEnv].filter((p) => p !== undefined).length <= 1, {
+    message: 'give at most one of password, passwordFile, passwordEnv',
+  });
+
+export const configSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(5000),
+        /** How long shutdown waits for in-flight responses before closing them. */
+        shutdownTimeout: duration.default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    cache: z
+      .object({
+        dir: z.string().default('./data'),
+        maxSize: size.default(20 * 1024 ** 3),
+        tagTtl: duration.default(5 * 60_000),
+      })
+      .strict()
+      .prefault({}),
+    timeouts: z
+      .object({
+        connect: duration.default(10_000),
+        /** Until the upstream's response headers arrive. */
+        headers: duration.default(30_000),
+        /** Longest silence while a body streams. */
+        bodyIdle: duration.default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    upstreams: z.record(z.string().regex(/^[a-z0-9.-]+(?::\d+)?$/, 'upstream keys are registry hosts, e.g. docker.io'), upstream),
+    defaultUpstream: z.string(),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    if (Object.keys(c.upstreams).length === 0) {
+      ctx.addIssue({ code: 'custom', path: ['upstreams'], message: 'configure at least one upstream' });
+    }
+    if (!(c.defaultUpstream in c.upstreams)) {
+      ctx.addIssue({ code: 'custom', path: ['defaultUpstream'], message: `"${c.defaultUpstream}" is not a key of upstreams` });
+    }
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type UpstreamConfig = Config['upstreams'][string];

@@ -1,0 +1,42 @@
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { RegistryError, errorBody } from '../errors.ts';
+
+/**
+ * The one place errors become responses. A RegistryError is answered as the
+ * spec's envelope; a 4xx from fastify itself (bad header, body too large)
+ * keeps its status; anything else is a 500 whose message says nothing of the
+ * cause: it is logged, never sent.
+ */
+export function installErrorHandler(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
+    const registryError = toRegistryError(err);
+    if (registryError.status >= 500) {
+      request.log.error({ err }, 'request failed');
+    }
+    if (reply.sent || reply.raw.headersSent) {
+      // Mid-body: the only honest signal left is to cut the connection.
+      reply.raw.destroy();
+      return;
+    }
+    void reply
+      .code(registryError.status)
+      .headers(registryError.headers)
+      .header('content-type', 'application/json; charset=utf-8')
+      .send(request.method === 'HEAD' ? undefined : errorBody(registryError));
+  });
+
+  app.setNotFoundHandler((request, reply) => {
+    const err = new RegistryError('NAME_UNKNOWN', 'unknown endpoint', { status: 404, detail: { path: request.url.split('?')[0] } });
+    void reply.code(404).header('content-type', 'application/json; charset=utf-8').send(request.method === 'HEAD' ? undefined : errorBody(err));
+  });
+}
+
+export function toRegistryError(err: unknown): RegistryError {
+  if (err instanceof RegistryError) return err;
+  const statusCode = (err as FastifyError | undefined)?.statusCode;
+  if (typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500) {
+    const code = statusCode === 405 ? 'UNSUPPORTED' : statusCode === 401 ? 'UNAUTHORIZED' : 'UNSUPPORTED';
+    return new RegistryError(code, (err as Error).message, { status: statusCode });
+  }
+  return new RegistryError('UNKNOWN', 'internal error');
+}

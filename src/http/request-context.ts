@@ -1,0 +1,44 @@
+import type { FastifyInstance } from 'fastify';
+import type { CacheOutcome } from '../registry/cache-outcome.ts';
+import type { Metrics } from '../observability/metrics.ts';
+
+/** What a handler learns about a request, for its one log line and the metrics. */
+export interface RequestContext {
+  route: 'base' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'health' | 'metrics' | 'other';
+  outcome?: CacheOutcome;
+  /** Time spent waiting on the upstream before the answer could start. */
+  upstreamMs?: number;
+  startedAt: number;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    archway: RequestContext;
+  }
+}
+
+/** One JSON log line per request, with the cache outcome and upstream time, and the request counter. */
+export function installRequestLog(app: FastifyInstance, metrics: Metrics): void {
+  app.decorateRequest('archway', null as unknown as RequestContext);
+  app.addHook('onRequest', async (request) => {
+    request.archway = { route: 'other', startedAt: performance.now() };
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const ctx = request.archway;
+    metrics.requests.inc({ route: ctx.route, method: request.method, status: String(reply.statusCode) });
+    if (ctx.route === 'health' || ctx.route === 'metrics') return;
+    request.log.info(
+      {
+        method: request.method,
+        url: request.url,
+        status: reply.statusCode,
+        ms: Math.round((performance.now() - ctx.startedAt) * 10) / 10,
+        cache: ctx.outcome,
+        upstreamMs: ctx.upstreamMs === undefined ? undefined : Math.round(ctx.upstreamMs * 10) / 10,
+        remote: request.ip,
+        ua: request.headers['user-agent'],
+      },
+      'request',
+    );
+  });
+}

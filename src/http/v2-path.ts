@@ -1,0 +1,41 @@
+import { RegistryError } from '../errors.ts';
+import { parseDigest, type Digest } from '../oci/digest.ts';
+import { parseName, parseReference, type Reference } from '../oci/reference.ts';
+
+/** A parsed, validated /v2 request path. */
+export type V2Endpoint =
+  | { endpoint: 'base' }
+  | { endpoint: 'manifest'; name: string; reference: Reference }
+  | { endpoint: 'blob'; name: string; digest: Digest }
+  | { endpoint: 'tags'; name: string }
+  | { endpoint: 'referrers'; name: string; digest: Digest };
+
+// Names have any number of segments, and a segment may itself be called
+// "manifests" or "blobs": the greedy name takes everything up to the last one.
+const MANIFEST = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
+const BLOB = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
+const TAGS = /^\/v2\/(.+)\/tags\/list$/;
+const REFERRERS = /^\/v2\/(.+)\/referrers\/([^/]+)$/;
+
+/** Parse a /v2 path (without query). Throws NAME_INVALID/TAG_INVALID/DIGEST_INVALID, or 404 for other paths. */
+export function parseV2Path(path: string): V2Endpoint {
+  if (path === '/v2/' || path === '/v2') return { endpoint: 'base' };
+  let m = MANIFEST.exec(path);
+  if (m) return { endpoint: 'manifest', name: parseName(m[1] as string), reference: parseReference(decode(m[2] as string)) };
+  m = BLOB.exec(path);
+  if (m) return { endpoint: 'blob', name: parseName(m[1] as string), digest: parseDigest(decode(m[2] as string)) };
+  m = TAGS.exec(path);
+  if (m) return { endpoint: 'tags', name: parseName(m[1] as string) };
+  m = REFERRERS.exec(path);
+  if (m) return { endpoint: 'referrers', name: parseName(m[1] as string), digest: parseDigest(decode(m[2] as string)) };
+  throw new RegistryError('NAME_UNKNOWN', 'unknown endpoint', { status: 404, detail: { path } });
+}
+
+/** Some clients percent-encode the colon of a digest. */
+function decode(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}

@@ -1,0 +1,151 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { RegistryError } from '../errors.ts';
+import { acceptedMediaTypes } from '../oci/media-types.ts';
+import type { BlobService } from '../registry/blob-service.ts';
+import type { ManifestService } from '../registry/manifest-service.ts';
+import type { Router } from '../routing/router.ts';
+import { parseRange } from './range.ts';
+import { parseV2Path } from './v2-path.ts';
+
+export interface V2Services {
+  router: Router;
+  manifests: ManifestService;
+  blobs: BlobService;
+}
+
+const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
+
+/** The pull side of the OCI distribution API, under /v2. */
+export function registerV2Routes(app: FastifyInstance, services: V2Services): void {
+  app.addHook('onSend', async (request, reply) => {
+    if (request.url.startsWith('/v2')) reply.header('docker-distribution-api-version', 'registry/2.0');
+  });
+
+  const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+    const [path = '', query = ''] = splitUrl(request.url);
+    if (request.method !== 'GET' && request.method !== 'HEAD') {
+      // archway is a read-only mirror; pushes go to the registry itself.
+      throw new RegistryError('UNSUPPORTED', 'archway is a pull-through cache: pushing and deleting are not supported', {
+        status: 405,
+        detail: { method: request.method },
+      });
+    }
+    const target = parseV2Path(path);
+    request.archway.route = target.endpoint;
+    switch (target.endpoint) {
+      case 'base':
+        return reply.header('content-type', 'application/json').send({});
+      case 'manifest':
+        return manifest(request, reply, services, target.name, target.reference);
+      case 'blob':
+        return blob(request, reply, services, target.name, target.digest);
+      case 'tags':
+        return tags(reply, services, target.name, query);
+      case 'referrers':
+        return referrers(reply, services, target.name, target.digest, query);
+    }
+  };
+
+  app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2', handler });
+  app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2/*', handler });
+}
+
+async function manifest(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  services: V2Services,
+  name: string,
+  reference: Parameters<ManifestService['get']>[1],
+) {
+  const route = services.router.resolve(name);
+  const started = performance.now();
+  const { manifest, outcome } = await services.manifests.get(route, reference, acceptedMediaTypes(request.headers.accept));
+  noteOutcome(request, outcome, started);
+  const etag = `"${manifest.digest}"`;
+  reply
+    .header('content-type', manifest.mediaType)
+    .header('docker-content-digest', manifest.digest)
+    .header('etag', etag)
+    .header('content-length', manifest.bytes.length);
+  if (matchesEtag(request.headers['if-none-match'], etag)) {
+    return reply.code(304).removeHeader('content-length').send();
+  }
+  return reply.send(request.method === 'HEAD' ? undefined : manifest.bytes);
+}
+
+async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Services, name: string, digest: Parameters<BlobService['get']>[1]) {
+  const route = services.router.resolve(name);
+  const started = performance.now();
+  reply.header('docker-content-digest', digest).header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
+  if (request.method === 'HEAD') {
+    const { size, outcome } = await services.blobs.head(route, digest);
+    noteOutcome(request, outcome, started);
+    if (size !== undefined) reply.header('content-length', size);
+    return reply.send();
+  }
+  const rangeHeader = request.headers.range;
+  const answer = await services.blobs.get(route, digest, (size) => parseRange(rangeHeader, size));
+  noteOutcome(request, answer.outcome, started);
+  if (answer.kind === 'unsatisfiable') {
+    reply.header('content-range', `bytes */${answer.size}`);
+    throw new RegistryError('RANGE_INVALID', undefined, { detail: { range: rangeHeader, size: answer.size } });
+  }
+  const { size, range, stream } = answer;
+  if (range && size !== undefined) {
+    reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
+  } else if (size !== undefined) {
+    reply.header('content-length', size);
+  }
+  // A client that hangs up must release the reader (and its pin or fill hold).
+  reply.raw.once('close', () => stream.destroy());
+  return reply.send(stream);
+}
+
+async function tags(reply: FastifyReply, services: V2Services, name: string, query: string) {
+  const route = services.router.resolve(name);
+  reply.request.archway.outcome = 'pass';
+  const res = await route.upstream.listTags(route.repository, query);
+  const link = res.headers.link;
+  if (typeof link === 'string') {
+    // The upstream's next-page link names its repository; the client knows ours.
+    reply.header('link', link.replace(`/v2/${route.repository}/`, `/v2/${name}/`));
+  }
+  return reply
+    .code(res.status)
+    .header('content-type', headerValue(res.headers['content-type']) ?? 'application/json')
+    .send(res.body);
+}
+
+async function referrers(reply: FastifyReply, services: V2Services, name: string, digest: Parameters<BlobService['get']>[1], query: string) {
+  const route = services.router.resolve(name);
+  reply.request.archway.outcome = 'pass';
+  const res = await route.upstream.referrers(route.repository, digest, query);
+  reply.header('content-type', 'application/vnd.oci.image.index.v1+json');
+  // The spec forbids 404 here: a registry without referrers answers an empty index.
+  if (!res) return reply.send(EMPTY_INDEX);
+  const filters = headerValue(res.headers['oci-filters-applied']);
+  if (filters) reply.header('oci-filters-applied', filters);
+  return reply.send(res.body);
+}
+
+function noteOutcome(request: FastifyRequest, outcome: FastifyRequest['archway']['outcome'], started: number): void {
+  request.archway.outcome = outcome;
+  if (outcome !== 'hit') request.archway.upstreamMs = performance.now() - started;
+}
+
+function matchesEtag(ifNoneMatch: string | undefined, etag: string): boolean {
+  if (!ifNoneMatch) return false;
+  return ifNoneMatch.split(',').some((t) => {
+    const v = t.trim().replace(/^W\//, '');
+    return v === '*' || v === etag || v === etag.slice(1, -1);
+  });
+}
+
+function splitUrl(url: string): [string, string] {
+  const i = url.indexOf('?');
+  return i < 0 ? [url, ''] : [url.slice(0, i), url.slice(i)];
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { buildArchway } from './app.ts';
+import { ConfigError, loadConfigFile } from './config/load.ts';
+
+const DEFAULT_CONFIG = 'config/default.yaml';
+
+/** Start-up errors a user can fix exit 2 with the reason; nothing else is printed. */
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } }, allowPositionals: true });
+  const configPath = values.config ?? process.env.ARCHWAY_CONFIG ?? DEFAULT_CONFIG;
+  let config;
+  try {
+    config = loadConfigFile(configPath);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`archway: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+
+  const archway = await buildArchway(config);
+  const { app, logger } = archway;
+  const shutdown = async (signal: string) => {
+    logger.info({ signal }, 'shutting down');
+    try {
+      await archway.close();
+      // Fills stopped by shutdown leave temp files; none may outlive the process.
+      await rm(join(config.cache.dir, 'tmp'), { recursive: true, force: true });
+    } catch (err) {
+      logger.error({ err }, 'error during shutdown');
+    }
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void shutdown('SIGTERM'));
+  process.once('SIGINT', () => void shutdown('SIGINT'));
+
+  const address = await app.listen({ host: config.server.host, port: config.server.port });
+  logger.info({ address, upstreams: Object.keys(config.upstreams), cacheDir: config.cache.dir }, 'archway listening');
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`archway: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,86 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every Prometheus metric archway exposes, on a registry owned by one app
+ * instance (never prom-client's global one), so several apps in one process
+ * (the tests) do not share counters.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'archway_' });
+  const m = {
+    registry,
+    requests: new Counter({
+      name: 'archway_http_requests_total',
+      help: 'HTTP requests answered, by route and status',
+      labelNames: ['route', 'method', 'status'] as const,
+      registers: [registry],
+    }),
+    cacheLookups: new Counter({
+      name: 'archway_cache_lookups_total',
+      help: 'Cache outcomes by kind (blob, manifest, tag) and outcome (hit, miss, coalesced, stale, revalidated)',
+      labelNames: ['kind', 'outcome'] as const,
+      registers: [registry],
+    }),
+    servedBytes: new Counter({
+      name: 'archway_served_bytes_total',
+      help: 'Blob bytes sent to clients, by source (cache or upstream fill)',
+      labelNames: ['source'] as const,
+      registers: [registry],
+    }),
+    upstreamBytes: new Counter({
+      name: 'archway_upstream_bytes_total',
+      help: 'Blob bytes received from upstreams',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    upstreamLatency: new Histogram({
+      name: 'archway_upstream_request_seconds',
+      help: 'Time to the upstream response headers, by upstream, kind and status',
+      labelNames: ['upstream', 'kind', 'status'] as const,
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: [registry],
+    }),
+    upstreamInFlight: new Gauge({
+      name: 'archway_upstream_inflight_requests',
+      help: 'Upstream requests under way',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    activeFills: new Gauge({
+      name: 'archway_blob_fills_inflight',
+      help: 'Blob fills (upstream downloads into the cache) under way',
+      registers: [registry],
+    }),
+    digestMismatches: new Counter({
+      name: 'archway_digest_mismatches_total',
+      help: 'Upstream content whose digest or size did not match; never cached',
+      labelNames: ['kind'] as const,
+      registers: [registry],
+    }),
+    staleServed: new Counter({
+      name: 'archway_stale_served_total',
+      help: 'Tags answered from cache past their TTL because the upstream failed',
+      labelNames: ['upstream'] as const,
+      registers: [registry],
+    }),
+    cacheBytes: new Gauge({
+      name: 'archway_cache_bytes',
+      help: 'Bytes of blobs held in the cache',
+      registers: [registry],
+    }),
+    cacheBlobs: new Gauge({
+      name: 'archway_cache_blobs',
+      help: 'Blobs held in the cache',
+      registers: [registry],
+    }),
+    evictions: new Counter({
+      name: 'archway_cache_evictions_total',
+      help: 'Blobs evicted to stay under cache.maxSize',
+      registers: [registry],
+    }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

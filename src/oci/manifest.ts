@@ -1,0 +1,72 @@
+import { RegistryError } from '../errors.ts';
+import { parseDigest, type Digest } from './digest.ts';
+import { MediaType, bareMediaType } from './media-types.ts';
+
+export interface Platform {
+  os: string;
+  architecture: string;
+  variant?: string;
+}
+
+export interface Descriptor {
+  mediaType: string;
+  digest: Digest;
+  size: number;
+  platform?: Platform;
+}
+
+/** What archway needs of an index: its entries. Everything else stays in the stored bytes. */
+export interface ManifestIndex {
+  mediaType: string;
+  manifests: Descriptor[];
+}
+
+/**
+ * The media type of manifest bytes: the upstream's Content-Type when it names
+ * one, else the `mediaType` field, else a guess from the shape (OCI allows the
+ * field to be absent).
+ */
+export function manifestMediaType(bytes: Buffer, contentType: string | undefined): string {
+  const fromHeader = contentType ? bareMediaType(contentType) : '';
+  if (fromHeader && fromHeader !== 'application/json' && fromHeader !== 'text/plain' && fromHeader !== 'application/octet-stream') {
+    return fromHeader;
+  }
+  const doc = parseJson(bytes);
+  if (typeof doc.mediaType === 'string') return doc.mediaType;
+  if (Array.isArray(doc.manifests)) return MediaType.OciIndex;
+  return MediaType.OciManifest;
+}
+
+/** Parse the entries of an OCI index or Docker manifest list; throws MANIFEST_INVALID on junk. */
+export function parseIndex(bytes: Buffer, mediaType: string): ManifestIndex {
+  const doc = parseJson(bytes);
+  if (!Array.isArray(doc.manifests)) throw new RegistryError('MANIFEST_INVALID', 'index without manifests');
+  const manifests = doc.manifests.map((entry: unknown): Descriptor => {
+    if (typeof entry !== 'object' || entry === null) throw new RegistryError('MANIFEST_INVALID', 'bad index entry');
+    const e = entry as Record<string, unknown>;
+    if (typeof e.digest !== 'string' || typeof e.size !== 'number' || typeof e.mediaType !== 'string') {
+      throw new RegistryError('MANIFEST_INVALID', 'bad index entry');
+    }
+    const descriptor: Descriptor = { mediaType: e.mediaType, digest: parseDigest(e.digest), size: e.size };
+    const p = e.platform as Record<string, unknown> | undefined;
+    if (p && typeof p.os === 'string' && typeof p.architecture === 'string') {
+      descriptor.platform = { os: p.os, architecture: p.architecture };
+      if (typeof p.variant === 'string' && p.variant) descriptor.platform.variant = p.variant;
+    }
+    return descriptor;
+  });
+  return { mediaType, manifests };
+}
+
+function parseJson(bytes: Buffer): Record<string, unknown> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(bytes.toString('utf8'));
+  } catch {
+    throw new RegistryError('MANIFEST_INVALID', 'manifest is not JSON');
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) {
+    throw new RegistryError('MANIFEST_INVALID', 'manifest is not a JSON object');
+  }
+  return doc as Record<string, unknown>;
+}

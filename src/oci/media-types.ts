@@ -1,0 +1,47 @@
+/** Manifest media types archway understands; the strings of the OCI image spec and Docker's. */
+export const MediaType = {
+  OciIndex: 'application/vnd.oci.image.index.v1+json',
+  OciManifest: 'application/vnd.oci.image.manifest.v1+json',
+  DockerManifestList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  DockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+} as const;
+
+export const INDEX_MEDIA_TYPES: readonly string[] = [MediaType.OciIndex, MediaType.DockerManifestList];
+
+/** What archway asks upstreams for: everything, so the cache holds the whole truth. */
+export const UPSTREAM_MANIFEST_ACCEPT = [
+  MediaType.OciIndex,
+  MediaType.DockerManifestList,
+  MediaType.OciManifest,
+  MediaType.DockerManifest,
+  // Docker Hub still serves a few ancient schema-1 images; pass them on untouched.
+  'application/vnd.docker.distribution.manifest.v1+prettyjws',
+  'application/vnd.docker.distribution.manifest.v1+json',
+].join(', ');
+
+export function isIndexMediaType(mediaType: string): boolean {
+  return INDEX_MEDIA_TYPES.includes(mediaType);
+}
+
+/** Strip parameters (`; charset=utf-8`) and case, as media types compare. */
+export function bareMediaType(contentType: string): string {
+  return (contentType.split(';')[0] ?? '').trim().toLowerCase();
+}
+
+/** The media types a client's Accept header lists (all Accept headers, comma lists, parameters dropped). */
+export function acceptedMediaTypes(accept: string | string[] | undefined): Set<string> {
+  const values = accept === undefined ? [] : Array.isArray(accept) ? accept : [accept];
+  const types = new Set<string>();
+  for (const value of values) {
+    for (const part of value.split(',')) {
+      const t = bareMediaType(part);
+      if (t) types.add(t);
+    }
+  }
+  return types;
+}
+
+/** Does the client accept this index media type? A wildcard counts. */
+export function clientAcceptsIndex(accepted: Set<string>, indexMediaType: string): boolean {
+  return accepted.has(indexMediaType) || accepted.has('*/*') || accepted.has('application/*');
+}

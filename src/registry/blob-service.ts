@@ -1,0 +1,79 @@
+import type { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import type { Route } from '../routing/router.ts';
+import type { BlobFills } from '../store/blob-fills.ts';
+import type { BlobStore, ByteRange } from '../store/blob-store.ts';
+import type { CacheOutcome } from './cache-outcome.ts';
+
+/** How to cut the answer once the blob's size is known. */
+export type RangeChooser = (size: number) => ByteRange | 'unsatisfiable' | undefined;
+
+export type BlobAnswer =
+  | { kind: 'body'; size: number | undefined; range: ByteRange | undefined; stream: Readable; outcome: CacheOutcome }
+  | { kind: 'unsatisfiable'; size: number; outcome: CacheOutcome };
+
+/**
+ * Serves blobs from the store, or from a fill that streams the upstream's
+ * bytes into the store while clients read them. At most one fill per digest
+ * runs at a time; later clients join it.
+ */
+export class BlobService {
+  constructor(
+    private readonly store: BlobStore,
+    private readonly fills: BlobFills,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** HEAD: from the cache or a running fill; otherwise a HEAD upstream, never a download. */
+  async head(route: Route, digest: Digest): Promise<{ size: number | undefined; outcome: CacheOutcome }> {
+    const info = await this.store.stat(digest);
+    if (info) return this.counted({ size: info.size, outcome: 'hit' });
+    const fill = this.fills.get(digest);
+    if (fill?.size !== undefined) return this.counted({ size: fill.size, outcome: 'coalesced' });
+    const { size } = await route.upstream.headBlob(route.repository, digest);
+    return this.counted({ size, outcome: 'pass' });
+  }
+
+  async get(route: Route, digest: Digest, chooseRange: RangeChooser): Promise<BlobAnswer> {
+    const info = await this.store.stat(digest);
+    if (info) {
+      const range = chooseRange(info.size);
+      if (range === 'unsatisfiable') return this.counted({ kind: 'unsatisfiable' as const, size: info.size, outcome: 'hit' });
+      const read = await this.store.open(digest, range);
+      if (read) {
+        this.countBytes(read.stream, 'cache');
+        return this.counted({ kind: 'body' as const, size: read.size, range, stream: read.stream, outcome: 'hit' });
+      }
+      // Evicted or removed between stat and open: fetch it like a miss.
+    }
+    let fill = this.fills.get(digest);
+    const outcome: CacheOutcome = fill ? 'coalesced' : 'miss';
+    fill ??= this.fills.start(digest, route.upstream.name, (signal) => route.upstream.getBlob(route.repository, digest, signal));
+    // Take the reader before waiting, so the fill keeps its file for us.
+    const reader = fill.reader((n) => this.metrics.servedBytes.inc({ source: 'upstream' }, n));
+    try {
+      await fill.ready;
+    } catch (err) {
+      reader.destroy();
+      throw err;
+    }
+    const size = fill.size;
+    const range = size === undefined ? undefined : chooseRange(size);
+    if (range === 'unsatisfiable') {
+      reader.destroy();
+      return this.counted({ kind: 'unsatisfiable' as const, size: size as number, outcome });
+    }
+    if (range) reader.setRange(range.start, range.end + 1);
+    return this.counted({ kind: 'body' as const, size, range, stream: reader, outcome });
+  }
+
+  private countBytes(stream: Readable, source: 'cache' | 'upstream'): void {
+    stream.on('data', (chunk: Buffer) => this.metrics.servedBytes.inc({ source }, chunk.length));
+  }
+
+  private counted<T extends BlobAnswer | { size: number | undefined; outcome: CacheOutcome }>(answer: T): T {
+    this.metrics.cacheLookups.inc({ kind: 'blob', outcome: answer.outcome });
+    return answer;
+  }
+}

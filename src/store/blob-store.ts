@@ -1,0 +1,43 @@
+import type { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.ts';
+
+export interface BlobInfo {
+  digest: Digest;
+  size: number;
+}
+
+/** An inclusive byte range, as HTTP states it. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export interface BlobRead {
+  size: number;
+  stream: Readable;
+}
+
+/**
+ * Content-addressed blob storage. Only verified content enters: callers hand
+ * over a finished local file whose digest they checked (`commitFile`), and the
+ * store makes it visible atomically. The filesystem store is the first
+ * implementation; an object store can follow the same contract
+ * (test/store/blob-store.contract.ts).
+ */
+export interface BlobStore {
+  /** Prepare the store (create directories, remove leftovers of interrupted work, index content). */
+  init(): Promise<void>;
+  stat(digest: Digest): Promise<BlobInfo | undefined>;
+  /**
+   * Open for reading. The blob cannot be evicted until the stream closes.
+   * Undefined when the blob is not (or no longer) there.
+   */
+  open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined>;
+  /** A fresh path for a file that will be handed to commitFile, on the same filesystem. */
+  tempPath(): string;
+  /** Move a verified file into the store under its digest. */
+  commitFile(path: string, info: BlobInfo): Promise<void>;
+  delete(digest: Digest): Promise<boolean>;
+  list(): AsyncIterable<BlobInfo>;
+  usage(): { bytes: number; count: number };
+}

@@ -1,0 +1,158 @@
+import { randomUUID } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readdir, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../oci/digest.ts';
+import type { BlobInfo, BlobRead, BlobStore, ByteRange } from './blob-store.ts';
+import { LruIndex } from './lru-index.ts';
+
+/** Access times reach the disk at most this often per blob, so hits stay cheap. */
+const TOUCH_INTERVAL_MS = 60_000;
+
+export interface FsBlobStoreOptions {
+  dir: string;
+  maxSize: number;
+  logger: Logger;
+  onEvict?: (info: BlobInfo) => void;
+}
+
+/**
+ * Blobs as files under `<dir>/blobs/<algorithm>/<2 hex>/<hex>`, with an
+ * in-memory LRU index rebuilt from modification times at start (a hit touches
+ * the file, so the order survives restarts). Temp files live in `<dir>/tmp`
+ * on the same filesystem, so committing is an atomic rename.
+ */
+export class FsBlobStore implements BlobStore {
+  private readonly index = new LruIndex<Digest>();
+  private readonly lastTouch = new Map<Digest, number>();
+  private readonly blobsDir: string;
+  private readonly tmpDir: string;
+
+  constructor(private readonly opts: FsBlobStoreOptions) {
+    this.blobsDir = join(opts.dir, 'blobs');
+    this.tmpDir = join(opts.dir, 'tmp');
+  }
+
+  async init(): Promise<void> {
+    // Temp files are fills a previous process did not finish: never complete, never trusted.
+    await rm(this.tmpDir, { recursive: true, force: true });
+    await mkdir(this.tmpDir, { recursive: true });
+    await mkdir(this.blobsDir, { recursive: true });
+    const found: Array<{ digest: Digest; size: number; mtime: number }> = [];
+    for (const algorithm of await readdir(this.blobsDir)) {
+      for (const shard of await readdir(join(this.blobsDir, algorithm))) {
+        for (const hex of await readdir(join(this.blobsDir, algorithm, shard))) {
+          let digest: Digest;
+          try {
+            digest = parseDigest(`${algorithm}:${hex}`);
+          } catch {
+            continue; // not ours
+          }
+          const s = await stat(join(this.blobsDir, algorithm, shard, hex));
+          found.push({ digest, size: s.size, mtime: s.mtimeMs });
+        }
+      }
+    }
+    found.sort((a, b) => a.mtime - b.mtime);
+    for (const f of found) this.index.set(f.digest, f.size);
+    await this.evict();
+  }
+
+  async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    const size = this.index.size(digest);
+    return size === undefined ? undefined : { digest, size };
+  }
+
+  async open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined> {
+    const size = this.index.size(digest);
+    if (size === undefined) return undefined;
+    this.index.pin(digest);
+    this.index.touch(digest);
+    const path = this.path(digest);
+    const stream = createReadStream(path, range ? { start: range.start, end: range.end } : {});
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      this.index.unpin(digest);
+      void this.evict();
+    };
+    stream.once('close', release);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        stream.once('open', () => resolve());
+        stream.once('error', reject);
+      });
+    } catch (err) {
+      release();
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        // Removed behind our back (an operator cleaning the disk): forget it, it is a miss.
+        this.index.delete(digest);
+        return undefined;
+      }
+      throw err;
+    }
+    this.touchFile(digest, path);
+    return { size, stream };
+  }
+
+  tempPath(): string {
+    return join(this.tmpDir, randomUUID());
+  }
+
+  async commitFile(path: string, info: BlobInfo): Promise<void> {
+    const target = this.path(info.digest);
+    await mkdir(join(target, '..'), { recursive: true });
+    await rename(path, target);
+    this.index.set(info.digest, info.size);
+    await this.evict();
+  }
+
+  async delete(digest: Digest): Promise<boolean> {
+    if (this.index.isPinned(digest)) return false;
+    this.index.delete(digest);
+    this.lastTouch.delete(digest);
+    try {
+      await unlink(this.path(digest));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  async *list(): AsyncIterable<BlobInfo> {
+    for (const [digest, size] of this.index.entries()) yield { digest, size };
+  }
+
+  usage(): { bytes: number; count: number } {
+    return { bytes: this.index.bytes, count: this.index.count };
+  }
+
+  private path(digest: Digest): string {
+    const hex = digestHex(digest);
+    return join(this.blobsDir, digestAlgorithm(digest), hex.slice(0, 2), hex);
+  }
+
+  private touchFile(digest: Digest, path: string): void {
+    const now = Date.now();
+    if ((this.lastTouch.get(digest) ?? 0) + TOUCH_INTERVAL_MS > now) return;
+    this.lastTouch.set(digest, now);
+    const t = new Date(now);
+    utimes(path, t, t).catch(() => undefined);
+  }
+
+  private async evict(): Promise<void> {
+    for (const { key, size } of this.index.evict(this.opts.maxSize)) {
+      this.lastTouch.delete(key);
+      try {
+        await unlink(this.path(key));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.opts.logger.error({ err, digest: key }, 'evicting a blob failed');
+      }
+      this.opts.logger.info({ digest: key, size }, 'evicted blob');
+      this.opts.onEvict?.({ digest: key, size });
+    }
+  }
+}

@@ -1,0 +1,171 @@
+import { LRUCache } from 'lru-cache';
+import { request, type Dispatcher } from 'undici';
+import { RegistryError } from '../errors.ts';
+import { parseChallenges, type Challenge } from './challenge.ts';
+import { upstreamTransportError } from './errors.ts';
+
+export interface Credentials {
+  username: string;
+  password: string;
+}
+
+interface BearerRealm {
+  realm: string;
+  service: string | undefined;
+}
+
+/** Tokens without `expires_in` live 60 s, the spec's default. */
+const DEFAULT_TOKEN_TTL_S = 60;
+/** Refresh a little early so a token never expires between fetch and use. */
+const EXPIRY_MARGIN_S = 10;
+const MAX_TOKEN_RESPONSE = 64 * 1024;
+
+/**
+ * Authorization for one upstream, as Docker Hub and distribution's token auth
+ * define it: the first 401 tells the scheme (and for Bearer the realm and
+ * service); archway then fetches a token per scope, anonymously or with the
+ * configured credentials, caches it until it expires and sends it
+ * pre-emptively, so later requests need no 401 round trip.
+ */
+export class UpstreamAuth {
+  private scheme: 'none' | 'basic' | 'bearer' = 'none';
+  private bearer: BearerRealm | undefined;
+  private readonly tokens: LRUCache<string, string>;
+  private readonly pending = new Map<string, Promise<string>>();
+
+  constructor(
+    private readonly upstream: string,
+    private readonly credentials: Credentials | undefined,
+    private readonly dispatcher: Dispatcher,
+    private readonly timeoutMs: number,
+  ) {
+    this.tokens = new LRUCache<string, string>({ max: 1000, ttlAutopurge: false });
+  }
+
+  /** The Authorization header for a request in `scope`, if the upstream has asked for one. */
+  async header(scope: string): Promise<string | undefined> {
+    if (this.scheme === 'basic') return this.basicHeader();
+    if (this.scheme === 'bearer') return `Bearer ${await this.token(scope)}`;
+    return undefined;
+  }
+
+  /**
+   * Learn from a 401. Returns true when a retry can succeed: a new scheme was
+   * learned, or the token for this scope was refreshed.
+   */
+  async onUnauthorized(wwwAuthenticate: string | string[] | undefined, scope: string, sentAuthorization: boolean): Promise<boolean> {
+    const challenges = parseChallenges(wwwAuthenticate);
+    const bearer = challenges.find((c) => c.scheme === 'bearer' && c.params.realm);
+    if (bearer) {
+      this.learnBearer(bearer);
+      // A token that was refused is not used again.
+      if (sentAuthorization) this.tokens.delete(this.tokenKey(bearer.params.scope ?? scope));
+      await this.token(bearer.params.scope ?? scope);
+      return true;
+    }
+    if (challenges.some((c) => c.scheme === 'basic') && this.credentials) {
+      if (this.scheme === 'basic' && sentAuthorization) return false; // the password itself was refused
+      this.scheme = 'basic';
+      return true;
+    }
+    return false;
+  }
+
+  private learnBearer(c: Challenge): void {
+    this.scheme = 'bearer';
+    this.bearer = { realm: c.params.realm as string, service: c.params.service };
+  }
+
+  private basicHeader(): string | undefined {
+    if (!this.credentials) return undefined;
+    return `Basic ${Buffer.from(`${this.credentials.username}:${this.credentials.password}`).toString('base64')}`;
+  }
+
+  private tokenKey(scope: string): string {
+    return `${this.bearer?.realm}\n${this.bearer?.service ?? ''}\n${scope}`;
+  }
+
+  private async token(scope: string): Promise<string> {
+    const key = this.tokenKey(scope);
+    const cached = this.tokens.get(key);
+    if (cached) return cached;
+    let pending = this.pending.get(key);
+    if (!pending) {
+      pending = this.fetchToken(scope).finally(() => this.pending.delete(key));
+      this.pending.set(key, pending);
+    }
+    return pending;
+  }
+
+  private async fetchToken(scope: string): Promise<string> {
+    const bearer = this.bearer;
+    if (!bearer) throw new Error('no bearer realm learned');
+    const url = new URL(bearer.realm);
+    if (bearer.service) url.searchParams.set('service', bearer.service);
+    if (scope) url.searchParams.set('scope', scope);
+    const headers: Record<string, string> = { 'user-agent': 'archway' };
+    const basic = this.basicHeader();
+    // Credentials go to the realm the upstream named, as every registry client does.
+    if (basic) headers.authorization = basic;
+    let res: Dispatcher.ResponseData;
+    try {
+      res = await request(url, {
+        dispatcher: this.dispatcher,
+        headers,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      throw upstreamTransportError(this.upstream, err);
+    }
+    const text = await readLimited(res.body, MAX_TOKEN_RESPONSE);
+    if (res.statusCode === 401 || res.statusCode === 403) {
+      throw new RegistryError('UNAUTHORIZED', `upstream ${this.upstream} token service refused the credentials`, {
+        detail: { upstream: this.upstream },
+      });
+    }
+    if (res.statusCode !== 200) {
+      throw new RegistryError('UNAVAILABLE', `upstream ${this.upstream} token service answered ${res.statusCode}`, {
+        status: 502,
+        detail: { upstream: this.upstream },
+      });
+    }
+    let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      throw new RegistryError('UNAVAILABLE', `upstream ${this.upstream} token service sent no JSON`, { status: 502 });
+    }
+    const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : '';
+    if (!token) throw new RegistryError('UNAVAILABLE', `upstream ${this.upstream} token service sent no token`, { status: 502 });
+    const expiresIn = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_TTL_S;
+    const ttl = Math.max(1, expiresIn - Math.min(EXPIRY_MARGIN_S, expiresIn / 2)) * 1000;
+    this.tokens.set(this.tokenKey(scope), token, { ttl });
+    return token;
+  }
+}
+
+/** Read a small body as text, refusing more than `limit` bytes. */
+export async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
+  return (await readLimitedBuffer(body, limit)).toString('utf8');
+}
+
+export async function readLimitedBuffer(body: AsyncIterable<Buffer> & { destroy?: () => void }, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    total += chunk.length;
+    if (total > limit) {
+      body.destroy?.();
+      throw new BodyTooLargeError(limit);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+export class BodyTooLargeError extends Error {
+  constructor(readonly limit: number) {
+    super(`body larger than ${limit} bytes`);
+    this.name = 'BodyTooLargeError';
+  }
+}

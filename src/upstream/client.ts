@@ -1,0 +1,267 @@
+import type { Readable } from 'node:stream';
+import { request, type Dispatcher } from 'undici';
+import { RegistryError } from '../errors.ts';
+import { digestAlgorithm, digestOf, parseDigest, type Digest } from '../oci/digest.ts';
+import { manifestMediaType } from '../oci/manifest.ts';
+import { UPSTREAM_MANIFEST_ACCEPT } from '../oci/media-types.ts';
+import type { Metrics } from '../observability/metrics.ts';
+import { BodyTooLargeError, readLimited, readLimitedBuffer, UpstreamAuth, type Credentials } from './auth.ts';
+import { upstreamStatusError, upstreamTransportError, type FetchKind } from './errors.ts';
+
+/** The spec lets registries refuse manifests over 4 MiB; archway refuses to cache larger ones. */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const MAX_ERROR_BODY = 64 * 1024;
+const MAX_LIST_BODY = 16 * 1024 * 1024;
+
+export interface UpstreamOptions {
+  /** The configured key, e.g. docker.io: the only name of the upstream that appears in errors and logs. */
+  name: string;
+  url: string;
+  credentials: Credentials | undefined;
+  dispatcher: Dispatcher;
+  timeouts: { headers: number; bodyIdle: number };
+  metrics: Metrics;
+}
+
+export interface FetchedManifest {
+  bytes: Buffer;
+  mediaType: string;
+  digest: Digest;
+}
+
+export interface ManifestHead {
+  digest: Digest | undefined;
+  mediaType: string;
+  size: number | undefined;
+}
+
+export interface BlobResponse {
+  /** From Content-Length; undefined when the upstream streams chunked. */
+  size: number | undefined;
+  body: Readable;
+}
+
+export interface PassThroughResponse {
+  status: number;
+  body: Buffer;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+interface SendOptions {
+  method: 'GET' | 'HEAD';
+  path: string;
+  repository: string;
+  kind: FetchKind;
+  accept?: string;
+  signal?: AbortSignal;
+}
+
+/**
+ * The registry API of one upstream, as archway needs it. Knows auth, timeouts
+ * and error mapping; knows nothing of caching. Redirects (blob GETs to a CDN)
+ * are followed by the dispatcher's redirect interceptor, which drops
+ * Authorization when the origin changes.
+ */
+export class UpstreamClient {
+  readonly name: string;
+  private readonly base: URL;
+  private readonly auth: UpstreamAuth;
+
+  constructor(private readonly opts: UpstreamOptions) {
+    this.name = opts.name;
+    this.base = new URL(opts.url);
+    // Userinfo in the URL would be sent on every request: keep it out, use username/password.
+    this.base.username = '';
+    this.base.password = '';
+    this.auth = new UpstreamAuth(opts.name, opts.credentials, opts.dispatcher, opts.timeouts.headers);
+  }
+
+  async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
+    const res = await this.send({
+      method: 'GET',
+      path: `/v2/${repository}/manifests/${reference}`,
+      repository,
+      kind: 'manifest',
+      accept: UPSTREAM_MANIFEST_ACCEPT,
+      ...(signal ? { signal } : {}),
+    });
+    const declared = Number(header(res.headers, 'content-length') ?? NaN);
+    if (declared > MAX_MANIFEST_BYTES) {
+      res.body.destroy();
+      throw this.badUpstream(`manifest larger than ${MAX_MANIFEST_BYTES} bytes`);
+    }
+    let bytes: Buffer;
+    try {
+      bytes = await readLimitedBuffer(res.body, MAX_MANIFEST_BYTES);
+    } catch (err) {
+      if (err instanceof BodyTooLargeError) throw this.badUpstream(`manifest larger than ${MAX_MANIFEST_BYTES} bytes`);
+      throw upstreamTransportError(this.name, err);
+    }
+    let mediaType: string;
+    try {
+      mediaType = manifestMediaType(bytes, header(res.headers, 'content-type'));
+    } catch {
+      throw this.badUpstream('manifest is not JSON');
+    }
+    // The digest a client will verify is over exactly these bytes.
+    const claimed = header(res.headers, 'docker-content-digest');
+    let expected: Digest | undefined;
+    if (reference.includes(':')) expected = reference as Digest;
+    else if (claimed) expected = safeDigest(claimed);
+    const digest = digestOf(bytes, expected ? digestAlgorithm(expected) : 'sha256');
+    if (expected && digest !== expected) {
+      this.opts.metrics.digestMismatches.inc({ kind: 'manifest' });
+      throw this.badUpstream(`manifest digest mismatch: expected ${expected}, got ${digest}`);
+    }
+    return { bytes, mediaType, digest };
+  }
+
+  async headManifest(repository: string, reference: string, signal?: AbortSignal): Promise<ManifestHead> {
+    const res = await this.send({
+      method: 'HEAD',
+      path: `/v2/${repository}/manifests/${reference}`,
+      repository,
+      kind: 'manifest',
+      accept: UPSTREAM_MANIFEST_ACCEPT,
+      ...(signal ? { signal } : {}),
+    });
+    res.body.destroy();
+    const claimed = header(res.headers, 'docker-content-digest');
+    const length = header(res.headers, 'content-length');
+    return {
+      digest: claimed ? safeDigest(claimed) : undefined,
+      mediaType: header(res.headers, 'content-type') ?? '',
+      size: length === undefined ? undefined : Number(length),
+    };
+  }
+
+  /** GET a blob; the caller owns the body stream and must consume or destroy it. */
+  async getBlob(repository: string, digest: Digest, signal?: AbortSignal): Promise<BlobResponse> {
+    const res = await this.send({
+      method: 'GET',
+      path: `/v2/${repository}/blobs/${digest}`,
+      repository,
+      kind: 'blob',
+      ...(signal ? { signal } : {}),
+    });
+    const length = header(res.headers, 'content-length');
+    return { size: length === undefined ? undefined : Number(length), body: res.body };
+  }
+
+  async headBlob(repository: string, digest: Digest, signal?: AbortSignal): Promise<{ size: number | undefined }> {
+    const res = await this.send({
+      method: 'HEAD',
+      path: `/v2/${repository}/blobs/${digest}`,
+      repository,
+      kind: 'blob',
+      ...(signal ? { signal } : {}),
+    });
+    res.body.destroy();
+    const length = header(res.headers, 'content-length');
+    return { size: length === undefined ? undefined : Number(length) };
+  }
+
+  /** GET /v2/<name>/tags/list, passed through with its query (n, last). */
+  async listTags(repository: string, query: string): Promise<PassThroughResponse> {
+    return this.passThrough(repository, `/v2/${repository}/tags/list${query}`, 'tags');
+  }
+
+  /** GET /v2/<name>/referrers/<digest>; a 404 is returned, not thrown: the caller decides. */
+  async referrers(repository: string, digest: Digest, query: string): Promise<PassThroughResponse | undefined> {
+    try {
+      return await this.passThrough(repository, `/v2/${repository}/referrers/${digest}${query}`, 'referrers', 'application/vnd.oci.image.index.v1+json');
+    } catch (err) {
+      if (err instanceof RegistryError && err.status === 404) return undefined;
+      throw err;
+    }
+  }
+
+  private async passThrough(repository: string, path: string, kind: FetchKind, accept?: string): Promise<PassThroughResponse> {
+    const res = await this.send({ method: 'GET', path, repository, kind, ...(accept ? { accept } : {}) });
+    let body: Buffer;
+    try {
+      body = await readLimitedBuffer(res.body, MAX_LIST_BODY);
+    } catch (err) {
+      if (err instanceof BodyTooLargeError) throw this.badUpstream('response too large');
+      throw upstreamTransportError(this.name, err);
+    }
+    return { status: res.statusCode, body, headers: res.headers };
+  }
+
+  /**
+   * One request with auth: send with the token known for the scope, and on a
+   * 401 learn the challenge and retry once. Error statuses become RegistryErrors.
+   */
+  private async send(opts: SendOptions): Promise<Dispatcher.ResponseData> {
+    const scope = `repository:${opts.repository}:pull`;
+    const end = this.opts.metrics.upstreamLatency.startTimer({ upstream: this.name, kind: opts.kind });
+    this.opts.metrics.upstreamInFlight.inc({ upstream: this.name });
+    try {
+      let res = await this.attempt(opts, scope);
+      if (res.statusCode === 401) {
+        const sentAuthorization = res.sentAuthorization;
+        res.body.destroy();
+        if (await this.auth.onUnauthorized(res.headers['www-authenticate'], scope, sentAuthorization)) {
+          res = await this.attempt(opts, scope);
+        }
+      }
+      end({ status: String(res.statusCode) });
+      if (res.statusCode === 200) return res;
+      throw await this.statusError(res, opts.kind);
+    } catch (err) {
+      if (!(err instanceof RegistryError)) end({ status: 'error' });
+      throw upstreamTransportError(this.name, err);
+    } finally {
+      this.opts.metrics.upstreamInFlight.dec({ upstream: this.name });
+    }
+  }
+
+  private async attempt(opts: SendOptions, scope: string): Promise<Dispatcher.ResponseData & { sentAuthorization: boolean }> {
+    const headers: Record<string, string> = { 'user-agent': 'archway' };
+    if (opts.accept) headers.accept = opts.accept;
+    const authorization = await this.auth.header(scope);
+    if (authorization) headers.authorization = authorization;
+    const url = new URL(this.base.pathname.replace(/\/$/, '') + opts.path, this.base);
+    const res = await request(url, {
+      method: opts.method,
+      headers,
+      dispatcher: this.opts.dispatcher,
+      headersTimeout: this.opts.timeouts.headers,
+      bodyTimeout: this.opts.timeouts.bodyIdle,
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    return Object.assign(res, { sentAuthorization: authorization !== undefined });
+  }
+
+  private async statusError(res: Dispatcher.ResponseData, kind: FetchKind): Promise<RegistryError> {
+    let code: string | undefined;
+    try {
+      const text = await readLimited(res.body, MAX_ERROR_BODY);
+      const parsed = JSON.parse(text) as { errors?: Array<{ code?: unknown }> };
+      const first = parsed.errors?.[0]?.code;
+      if (typeof first === 'string') code = first;
+    } catch {
+      res.body.destroy();
+    }
+    // A 3xx here means the redirect interceptor gave up (a loop or too many hops).
+    if (res.statusCode >= 300 && res.statusCode < 400) return this.badUpstream(`too many redirects (${res.statusCode})`);
+    return upstreamStatusError(this.name, kind, res.statusCode, res.headers, code);
+  }
+
+  private badUpstream(message: string): RegistryError {
+    return new RegistryError('UNAVAILABLE', `upstream ${this.name}: ${message}`, { status: 502, detail: { upstream: this.name } });
+  }
+}
+
+function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
+  const v = headers[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+function safeDigest(s: string): Digest | undefined {
+  try {
+    return parseDigest(s.trim());
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,65 @@
+import { errors as undiciErrors } from 'undici';
+import { RegistryError, type ErrorCode } from '../errors.ts';
+
+/** What was being fetched, to choose the right "unknown" code for a 404. */
+export type FetchKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'token';
+
+const NOT_FOUND_CODE: Record<FetchKind, ErrorCode> = {
+  manifest: 'MANIFEST_UNKNOWN',
+  blob: 'BLOB_UNKNOWN',
+  tags: 'NAME_UNKNOWN',
+  referrers: 'MANIFEST_UNKNOWN',
+  token: 'UNAUTHORIZED',
+};
+
+/** Codes an upstream may send in its error envelope that archway passes on as they are. */
+const PASS_THROUGH: ReadonlySet<string> = new Set(['NAME_UNKNOWN', 'MANIFEST_UNKNOWN', 'BLOB_UNKNOWN', 'NAME_INVALID', 'TAG_INVALID']);
+
+/**
+ * Map an upstream's error status to the error archway answers. The message
+ * names the upstream by its configured key only: URLs may carry credentials.
+ */
+export function upstreamStatusError(
+  upstream: string,
+  kind: FetchKind,
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+  upstreamCode?: string,
+): RegistryError {
+  if (status === 404) {
+    const code = upstreamCode && PASS_THROUGH.has(upstreamCode) ? (upstreamCode as ErrorCode) : NOT_FOUND_CODE[kind];
+    return new RegistryError(code, undefined, { detail: { upstream } });
+  }
+  if (status === 401) return new RegistryError('UNAUTHORIZED', `upstream ${upstream} refused the credentials`, { detail: { upstream } });
+  if (status === 403) return new RegistryError('DENIED', `upstream ${upstream} denied access`, { detail: { upstream } });
+  if (status === 429) {
+    const retryAfter = headers['retry-after'];
+    const value = Array.isArray(retryAfter) ? retryAfter[0] : retryAfter;
+    return new RegistryError('TOOMANYREQUESTS', `upstream ${upstream} is rate limiting`, {
+      detail: { upstream },
+      headers: value ? { 'retry-after': value } : {},
+    });
+  }
+  return new RegistryError('UNAVAILABLE', `upstream ${upstream} answered ${status}`, { status: 502, detail: { upstream, status } });
+}
+
+/** Map a transport failure (refused, reset, timeout) to 502/504. */
+export function upstreamTransportError(upstream: string, err: unknown): RegistryError {
+  if (err instanceof RegistryError) return err;
+  const timeout =
+    err instanceof undiciErrors.ConnectTimeoutError ||
+    err instanceof undiciErrors.HeadersTimeoutError ||
+    err instanceof undiciErrors.BodyTimeoutError ||
+    (err instanceof Error && err.name === 'TimeoutError');
+  const reason = err instanceof Error ? ((err as NodeJS.ErrnoException).code ?? err.name) : 'error';
+  return new RegistryError(
+    'UNAVAILABLE',
+    timeout ? `upstream ${upstream} timed out` : `upstream ${upstream} is unreachable (${reason})`,
+    { status: timeout ? 504 : 502, detail: { upstream }, cause: err },
+  );
+}
+
+/** True for failures during which a stale cached tag should be served instead. */
+export function isUpstreamOutage(err: unknown): boolean {
+  return err instanceof RegistryError && (err.status >= 500 || err.code === 'TOOMANYREQUESTS');
+}
