@@ -1,0 +1,54 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { ConfigError, loadConfigFile, parseConfig } from '../../src/config/load.ts';
+
+const minimal = { upstreams: { 'docker.io': { url: 'https://registry-1.docker.io' } }, defaultUpstream: 'docker.io' };
+
+describe('configuration', () => {
+  it('fills defaults and parses units', () => {
+    const c = parseConfig({ ...minimal, cache: { maxSize: '1GiB', tagTtl: '90s' } }, '/srv');
+    assert.equal(c.server.port, 5000);
+    assert.equal(c.cache.maxSize, 1024 ** 3);
+    assert.equal(c.cache.tagTtl, 90_000);
+    assert.equal(c.cache.dir, '/srv/data');
+    assert.ok(Object.isFrozen(c.cache), 'the config is frozen');
+  });
+
+  it('ships a default config that loads: port 5000, Docker Hub, ./data', () => {
+    const c = loadConfigFile('config/default.yaml');
+    assert.equal(c.server.port, 5000);
+    assert.equal(c.defaultUpstream, 'docker.io');
+    assert.equal(c.upstreams['docker.io']?.url, 'https://registry-1.docker.io');
+    assert.match(c.cache.dir, /\/data$/);
+  });
+
+  const bad: Array<[string, unknown, RegExp]> = [
+    ['an unknown key', { ...minimal, cache: { sise: 1 } }, /cache: .*sise/],
+    ['a bad size', { ...minimal, cache: { maxSize: 'huge' } }, /cache\.maxSize: invalid size/],
+    ['a bad duration', { ...minimal, cache: { tagTtl: 'soon' } }, /cache\.tagTtl: invalid duration/],
+    ['a default upstream that does not exist', { ...minimal, defaultUpstream: 'ghcr.io' }, /defaultUpstream: "ghcr.io" is not a key/],
+    ['an upstream URL that is not http', { ...minimal, upstreams: { 'docker.io': { url: 'ftp://x' } } }, /upstreams\.docker\.io\.url/],
+    ['two password sources', { ...minimal, upstreams: { 'docker.io': { url: 'https://x', password: 'a', passwordEnv: 'B' } } }, /at most one of password/],
+    ['no upstreams', { upstreams: {}, defaultUpstream: 'docker.io' }, /upstreams: configure at least one upstream/],
+    ['a port out of range', { ...minimal, server: { port: 70000 } }, /server\.port/],
+  ];
+  for (const [what, raw, message] of bad) {
+    it(`names the field for ${what}`, () => {
+      assert.throws(() => parseConfig(raw), (err: unknown) => err instanceof ConfigError && message.test(err.message));
+    });
+  }
+
+  it('a bad file stops start-up with exit code 2 and the reason', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'archway-config-'));
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'upstreams: {}\ndefaultUpstream: docker.io\ncache:\n  maxSize: lots\n');
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(run.status, 2, run.stderr);
+    assert.match(run.stderr, /cache\.maxSize: invalid size "lots"/);
+    assert.doesNotMatch(run.stderr, /at .*\.ts:\d+/, 'no stack trace');
+  });
+});
