@@ -4,6 +4,7 @@ import { acceptedMediaTypes } from '../oci/media-types.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import type { ManifestService } from '../registry/manifest-service.ts';
 import type { Router } from '../routing/router.ts';
+import { rewriteLink } from './link.ts';
 import { parseRange } from './range.ts';
 import { parseV2Path } from './v2-path.ts';
 
@@ -107,8 +108,7 @@ async function tags(reply: FastifyReply, services: V2Services, name: string, que
   const res = await route.upstream.listTags(route.repository, query);
   const link = res.headers.link;
   if (typeof link === 'string') {
-    // The upstream's next-page link names its repository; the client knows ours.
-    reply.header('link', link.replace(`/v2/${route.repository}/`, `/v2/${name}/`));
+    reply.header('link', rewriteLink(link, route.repository, name));
   }
   return reply
     .code(res.status)

@@ -6,6 +6,7 @@ import { RegistryError } from '../errors.ts';
 import { digestAlgorithm, type Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { BlobResponse } from '../upstream/client.ts';
+import { discardBody } from '../upstream/discard.ts';
 import { upstreamTransportError } from '../upstream/errors.ts';
 import type { BlobStore } from './blob-store.ts';
 
@@ -79,7 +80,7 @@ export class BlobFill {
           this.changed();
         }
       } catch (err) {
-        res.body.destroy();
+        discardBody(res.body);
         throw err;
       }
       if (this.size !== undefined && this.written !== this.size) throw this.corrupt(`body ended after ${this.written} of ${this.size} bytes`);

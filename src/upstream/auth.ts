@@ -1,7 +1,9 @@
+import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { request, type Dispatcher } from 'undici';
 import { RegistryError } from '../errors.ts';
 import { parseChallenges, type Challenge } from './challenge.ts';
+import { discardBody } from './discard.ts';
 import { upstreamTransportError } from './errors.ts';
 
 export interface Credentials {
@@ -145,17 +147,17 @@ export class UpstreamAuth {
 }
 
 /** Read a small body as text, refusing more than `limit` bytes. */
-export async function readLimited(body: AsyncIterable<Buffer>, limit: number): Promise<string> {
+export async function readLimited(body: Readable, limit: number): Promise<string> {
   return (await readLimitedBuffer(body, limit)).toString('utf8');
 }
 
-export async function readLimitedBuffer(body: AsyncIterable<Buffer> & { destroy?: () => void }, limit: number): Promise<Buffer> {
+export async function readLimitedBuffer(body: Readable, limit: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of body) {
+  for await (const chunk of body as AsyncIterable<Buffer>) {
     total += chunk.length;
     if (total > limit) {
-      body.destroy?.();
+      discardBody(body);
       throw new BodyTooLargeError(limit);
     }
     chunks.push(chunk);

@@ -6,6 +6,7 @@ import { manifestMediaType } from '../oci/manifest.ts';
 import { UPSTREAM_MANIFEST_ACCEPT } from '../oci/media-types.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { BodyTooLargeError, readLimited, readLimitedBuffer, UpstreamAuth, type Credentials } from './auth.ts';
+import { discardBody } from './discard.ts';
 import { upstreamStatusError, upstreamTransportError, type FetchKind } from './errors.ts';
 
 /** The spec lets registries refuse manifests over 4 MiB; archway refuses to cache larger ones. */
@@ -87,7 +88,7 @@ export class UpstreamClient {
     });
     const declared = Number(header(res.headers, 'content-length') ?? NaN);
     if (declared > MAX_MANIFEST_BYTES) {
-      res.body.destroy();
+      discardBody(res.body);
       throw this.badUpstream(`manifest larger than ${MAX_MANIFEST_BYTES} bytes`);
     }
     let bytes: Buffer;
@@ -125,7 +126,7 @@ export class UpstreamClient {
       accept: UPSTREAM_MANIFEST_ACCEPT,
       ...(signal ? { signal } : {}),
     });
-    res.body.destroy();
+    discardBody(res.body);
     const claimed = header(res.headers, 'docker-content-digest');
     const length = header(res.headers, 'content-length');
     return {
@@ -156,7 +157,7 @@ export class UpstreamClient {
       kind: 'blob',
       ...(signal ? { signal } : {}),
     });
-    res.body.destroy();
+    discardBody(res.body);
     const length = header(res.headers, 'content-length');
     return { size: length === undefined ? undefined : Number(length) };
   }
@@ -200,7 +201,7 @@ export class UpstreamClient {
       let res = await this.attempt(opts, scope);
       if (res.statusCode === 401) {
         const sentAuthorization = res.sentAuthorization;
-        res.body.destroy();
+        discardBody(res.body);
         if (await this.auth.onUnauthorized(res.headers['www-authenticate'], scope, sentAuthorization)) {
           res = await this.attempt(opts, scope);
         }
@@ -241,7 +242,7 @@ export class UpstreamClient {
       const first = parsed.errors?.[0]?.code;
       if (typeof first === 'string') code = first;
     } catch {
-      res.body.destroy();
+      discardBody(res.body);
     }
     // A 3xx here means the redirect interceptor gave up (a loop or too many hops).
     if (res.statusCode >= 300 && res.statusCode < 400) return this.badUpstream(`too many redirects (${res.statusCode})`);

@@ -1,0 +1,96 @@
+// archway itself, in-process on a loopback port, for end-to-end tests. Its
+// log lines are kept in memory so tests can assert what operators would read.
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import pino from 'pino';
+import { buildArchway, type Archway } from '../../src/app.ts';
+import { parseConfig } from '../../src/config/load.ts';
+import type { ConfigInput } from '../../src/config/schema.ts';
+import { tempDir } from './tmp.ts';
+
+export interface ArchwayHandle {
+  url: string;
+  hostPort: string;
+  port: number;
+  cacheDir: string;
+  archway: Archway;
+  /** Parsed JSON log lines so far. */
+  logs(): Array<Record<string, unknown>>;
+  /** Value of a Prometheus sample, e.g. metric('archway_cache_lookups_total', { kind: 'blob', outcome: 'hit' }). */
+  metric(name: string, labels?: Record<string, string>): Promise<number>;
+  stop(): Promise<void>;
+  /** Stop and start again on the same port and cache directory. */
+  restart(): Promise<void>;
+}
+
+export interface StartArchwayOptions {
+  /** upstreams map; the first key is the default upstream unless defaultUpstream is given. */
+  upstreams: NonNullable<ConfigInput['upstreams']>;
+  defaultUpstream?: string;
+  cache?: Partial<NonNullable<ConfigInput['cache']>>;
+  timeouts?: Partial<NonNullable<ConfigInput['timeouts']>>;
+  cacheDir?: string;
+}
+
+export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHandle> {
+  const cacheDir = opts.cacheDir ?? (await tempDir('archway-cache-'));
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+      cb();
+    },
+  });
+  const config = parseConfig({
+    server: { host: '127.0.0.1', port: 0, shutdownTimeout: '2s' },
+    cache: { dir: cacheDir, ...opts.cache },
+    timeouts: { connect: '2s', headers: '10s', bodyIdle: '10s', ...opts.timeouts },
+    upstreams: opts.upstreams,
+    defaultUpstream: opts.defaultUpstream ?? Object.keys(opts.upstreams)[0],
+    log: { level: 'debug' },
+  });
+
+  let port = 0;
+  let archway: Archway;
+  const start = async () => {
+    archway = await buildArchway(config, { logger: pino({ level: 'debug' }, sink) });
+    await archway.app.listen({ host: '127.0.0.1', port });
+    port = (archway.app.server.address() as AddressInfo).port;
+  };
+  await start();
+
+  const handle: ArchwayHandle = {
+    get url() {
+      return `http://127.0.0.1:${port}`;
+    },
+    get hostPort() {
+      return `127.0.0.1:${port}`;
+    },
+    get port() {
+      return port;
+    },
+    cacheDir,
+    get archway() {
+      return archway;
+    },
+    logs: () => lines,
+    async metric(name, labels = {}) {
+      // Through the HTTP endpoint, as Prometheus reads it (gauges refresh there).
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      let total = 0;
+      for (const line of text.split('\n')) {
+        const m = /^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
+        if (!m || m[1] !== name) continue;
+        const have = Object.fromEntries([...(m[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
+        if (Object.entries(labels).every(([k, v]) => have[k] === v)) total += Number(m[4]);
+      }
+      return total;
+    },
+    stop: () => archway.close(),
+    async restart() {
+      await archway.close();
+      await start();
+    },
+  };
+  return handle;
+}
