@@ -1,0 +1,130 @@
+// archway against a registry that demands Bearer tokens (distribution's
+// `auth: token` with a real ES256 token issuer), behind a Docker Hub-like
+// front that redirects blob downloads to another origin.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
+import { ACCEPT, http } from '../harness/http.ts';
+import { buildImage, type BuiltImage } from '../harness/images.ts';
+import { startRedirectFront, type RedirectFront } from '../harness/redirect-front.ts';
+import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
+import { pushLayout } from '../harness/skopeo.ts';
+import { removeDir, tempDir } from '../harness/tmp.ts';
+import { startTokenIssuer, type TokenIssuer } from '../harness/token-issuer.ts';
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const USER = 'puller';
+const PASSWORD = 's3cret-Pa55word';
+
+let work: string;
+let issuer: TokenIssuer;
+let registry: RegistryHandle;
+let front: RedirectFront;
+let built: BuiltImage;
+
+before(async () => {
+  work = await tempDir('archway-auth-test-');
+  issuer = await startTokenIssuer({ users: { [USER]: PASSWORD, pusher: 'push' }, anonymousPull: false });
+  registry = await startRegistry({ tokenAuth: issuer.authConfig });
+  front = await startRedirectFront(registry);
+  built = await buildImage({
+    dir: join(work, 'img'),
+    tag: '1',
+    platforms: [
+      { os: 'linux', architecture: 'amd64' },
+      { os: 'linux', architecture: 'arm', variant: 'v7' },
+    ],
+    format: 'docker',
+    layerSizes: [600 * 1024],
+    seed: 'auth',
+  });
+  await pushLayout(built, { hostPort: registry.hostPort, name: 'private/app', creds: 'pusher:push' });
+});
+
+after(async () => {
+  await front?.stop();
+  await registry?.stop();
+  await issuer?.stop();
+  await removeDir(work);
+});
+
+describe('Bearer token upstream with CDN redirects', () => {
+  let archway: ArchwayHandle;
+  before(async () => {
+    const passwordFile = join(work, 'password');
+    await writeFile(passwordFile, `${PASSWORD}\n`);
+    archway = await startArchway({ upstreams: { 'registry.example': { url: front.url, username: USER, passwordFile } } });
+  });
+  after(() => archway.stop());
+
+  it('fetches a token with the credentials, pulls manifests and blobs, and follows blob redirects without Authorization', async () => {
+    issuer.clearTokenRequests();
+    front.clear();
+    const index = await http(`${archway.url}/v2/private/app/manifests/1`, { headers: { accept: ACCEPT.all } });
+    assert.equal(index.status, 200);
+    assert.equal(index.headers['docker-content-digest'], built.topDigest);
+    for (const m of built.manifests) {
+      for (const layer of m.layers) {
+        const b = await http(`${archway.url}/v2/private/app/blobs/${layer.digest}`);
+        assert.equal(b.status, 200);
+        assert.equal(sha256(b.body), layer.digest);
+      }
+    }
+    const origin = front.blobOriginRequests();
+    assert.equal(origin.length, built.manifests.length, 'every blob came from the redirect target');
+    assert.ok(origin.every((r) => !r.hadAuthorization && r.status === 200), JSON.stringify(origin));
+    const tokens = issuer.tokenRequests();
+    assert.ok(tokens.length >= 1);
+    assert.ok(tokens.every((t) => t.user === USER && t.scope === 'repository:private/app:pull'), JSON.stringify(tokens));
+  });
+
+  it('reuses the cached token instead of asking for one per request', async () => {
+    issuer.clearTokenRequests();
+    registry.clearRequests();
+    const digest = built.manifests[1]!.digest;
+    await http(`${archway.url}/v2/private/app/manifests/${digest}`, { headers: { accept: ACCEPT.all } });
+    await http(`${archway.url}/v2/private/app/blobs/${built.manifests[1]!.configDigest}`);
+    assert.equal(issuer.tokenRequests().length, 0);
+    const unauthorized = (await registry.requests()).filter((q) => q.status === 401);
+    assert.equal(unauthorized.length, 0, 'the token is sent pre-emptively: no 401 round trips');
+  });
+
+  it('never reveals the credentials in answers or logs', async () => {
+    const logs = JSON.stringify(archway.logs());
+    assert.ok(!logs.includes(PASSWORD));
+    assert.ok(!logs.includes(Buffer.from(`${USER}:${PASSWORD}`).toString('base64')));
+    const r = await http(`${archway.url}/v2/private/missing/manifests/1`, { headers: { accept: ACCEPT.all } });
+    assert.ok(!r.body.toString().includes(PASSWORD));
+  });
+});
+
+describe('wrong or missing credentials', () => {
+  it('an upstream that refuses anonymous pulls answers UNAUTHORIZED', async () => {
+    const archway = await startArchway({ upstreams: { 'registry.example': { url: registry.url } } });
+    try {
+      const r = await http(`${archway.url}/v2/private/app/manifests/1`, { headers: { accept: ACCEPT.all } });
+      assert.equal(r.status, 401);
+      assert.equal(r.json<{ errors: Array<{ code: string }> }>().errors[0]?.code, 'UNAUTHORIZED');
+    } finally {
+      await archway.stop();
+    }
+  });
+
+  it('a wrong password answers UNAUTHORIZED, from the password in the environment', async () => {
+    process.env.ARCHWAY_TEST_PASSWORD = 'wrong';
+    const archway = await startArchway({
+      upstreams: { 'registry.example': { url: registry.url, username: USER, passwordEnv: 'ARCHWAY_TEST_PASSWORD' } },
+    });
+    try {
+      const r = await http(`${archway.url}/v2/private/app/manifests/1`, { headers: { accept: ACCEPT.all } });
+      assert.equal(r.status, 401);
+      assert.equal(r.json<{ errors: Array<{ code: string }> }>().errors[0]?.code, 'UNAUTHORIZED');
+    } finally {
+      await archway.stop();
+      delete process.env.ARCHWAY_TEST_PASSWORD;
+    }
+  });
+});
