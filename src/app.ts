@@ -92,10 +92,14 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      // Connections busy at close become idle when their response ends: close them then,
+      // and cut whatever is still running when the bounded wait is over.
+      const idle = setInterval(() => app.server.closeIdleConnections(), 100);
       const timer = setTimeout(() => app.server.closeAllConnections(), config.server.shutdownTimeout);
       try {
         await app.close();
       } finally {
+        clearInterval(idle);
         clearTimeout(timer);
       }
       await fills.cancelAll();
