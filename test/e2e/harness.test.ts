@@ -12,6 +12,7 @@ import type { DockerdHandle } from '../harness/dockerd.ts';
 import { ALL_PLATFORMS, buildImage } from '../harness/images.ts';
 import type { BuiltImage } from '../harness/images.ts';
 import { readLayoutTop } from '../harness/oci-layout.ts';
+import { ensureCommands } from '../harness/packages.ts';
 import { startRedirectFront } from '../harness/redirect-front.ts';
 import type { RedirectFront } from '../harness/redirect-front.ts';
 import { startRegistry } from '../harness/registry.ts';
@@ -85,6 +86,21 @@ describe('e2e harness', () => {
   });
   after(async () => {
     if (work) await removeDir(work);
+  });
+
+  describe('packages', () => {
+    it('names the install command when it may not install', async () => {
+      await ensureCommands([{ command: 'sh', debianPackage: 'dash' }]);
+      process.env.ARCHWAY_TEST_NO_INSTALL = '1';
+      try {
+        await assert.rejects(
+          ensureCommands([{ command: 'archway-no-such-tool', debianPackage: 'archway-no-such-pkg' }]),
+          { message: "missing archway-no-such-tool: run 'apt-get install -y archway-no-such-pkg'" },
+        );
+      } finally {
+        delete process.env.ARCHWAY_TEST_NO_INSTALL;
+      }
+    });
   });
 
   describe('images', () => {

@@ -132,8 +132,16 @@ export async function startDockerd(opts: StartDockerdOptions): Promise<DockerdHa
     docker,
     pull: async (ref, pullOpts = {}) => {
       const platform = pullOpts.platform ? ['--platform', pullOpts.platform] : [];
-      const { stdout } = await docker(['pull', ...platform, ref]);
-      return { stdout };
+      try {
+        const { stdout } = await docker(['pull', ...platform, ref]);
+        return { stdout };
+      } catch (err) {
+        // The CLI only says "pull failed"; the daemon log says why (and a
+        // failed mirror makes dockerd fall back to registry-1.docker.io,
+        // which then shows up as a DNS error here).
+        const reason = err instanceof Error ? err.message : String(err);
+        throw new Error(`${reason}\n${dockerd?.tail(30) ?? ''}`);
+      }
     },
     imageId: (ref) => inspect(ref, '{{.Id}}'),
     repoDigests: async (ref) => JSON.parse(await inspect(ref, '{{json .RepoDigests}}')) as string[],
@@ -181,6 +189,8 @@ export async function startDockerd(opts: StartDockerdOptions): Promise<DockerdHa
         '--pidfile', join(dir, 'dockerd.pid'),
         '-H', `unix://${socket}`,
         '--registry-mirror', opts.mirror,
+        // Debug logs show each mirror attempt and why it failed.
+        '--debug',
         ...(opts.extraArgs ?? []),
       ],
       logFile: join(dir, 'dockerd.log'),

@@ -21,7 +21,9 @@ export async function commandExists(command: string): Promise<boolean> {
   return result.code === 0;
 }
 
+/** ARCHWAY_TEST_NO_INSTALL=1 turns installing into the error (e.g. on a dev box run as root). */
 function canInstall(): boolean {
+  if (process.env.ARCHWAY_TEST_NO_INSTALL === '1') return false;
   return process.getuid?.() === 0 && existsSync('/etc/debian_version') && existsSync('/usr/bin/apt-get');
 }
 
