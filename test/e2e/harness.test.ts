@@ -236,10 +236,14 @@ describe('e2e harness', () => {
       assert.equal((await readLayoutTop(layout, 'oci')).digest, ociImage.topDigest);
     });
 
-    it('restarts on the same port and data', async () => {
+    it('restarts on the same port and data, also after stop() (an outage)', async () => {
       const port = registry.port;
       await registry.restart();
       assert.equal(registry.port, port);
+      assert.deepEqual(await inspectRaw(`${registry.hostPort}/test/docker:docker`), dockerImage.topBytes);
+      await registry.stop();
+      await assert.rejects(fetch(`${registry.url}/v2/`));
+      await registry.restart();
       assert.deepEqual(await inspectRaw(`${registry.hostPort}/test/docker:docker`), dockerImage.topBytes);
     });
   });

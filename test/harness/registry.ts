@@ -44,8 +44,12 @@ export interface RegistryHandle {
   /** Polls requests() until the predicate holds, e.g. for background fetches. */
   waitForRequests(predicate: (reqs: RegistryRequest[]) => boolean, timeoutMs?: number): Promise<RegistryRequest[]>;
   clearRequests(): void;
+  /**
+   * Stops the registry process (SIGTERM, then SIGKILL). Data stays until the
+   * test process exits, so restart() may follow to end a simulated outage.
+   */
   stop(): Promise<void>;
-  /** Stop and start again on the same port and data. */
+  /** (Stop if running and) start again on the same port and data. */
   restart(): Promise<void>;
   /** Last log lines, for assertion messages. */
   logTail(): string;
@@ -225,8 +229,10 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
       entries = [];
     },
     stop: async () => {
+      // Only the process: a test may simulate an outage with stop() and
+      // bring the registry back with restart(). The directory goes when the
+      // test process exits (tmp.ts exit hook).
       await stopProcess();
-      await removeDir(dir);
     },
     restart: async () => {
       await stopProcess();
