@@ -206,8 +206,11 @@ export class FillReader extends Readable {
           return;
         }
         const committed = fill.state === 'committed';
-        // The last byte of the answer waits for the verdict on the whole blob.
-        const cap = committed ? Math.min(this.end, fill.written) : Math.min(this.end - 1, fill.written);
+        // Without a range the answer ends where the blob does: the expected size is its last byte.
+        const end = Math.min(this.end, fill.size ?? Infinity);
+        // The last byte of the answer waits for the verdict on the whole blob, so a
+        // client never holds a complete body that turns out to be corrupt.
+        const cap = committed ? Math.min(end, fill.written) : Math.min(end - 1, fill.written);
         if (committed && this.pos >= cap) {
           this.push(null);
           this.releaseOnce();

@@ -1,0 +1,227 @@
+// The cache's promises: tags revalidate after their TTL, everything cached
+// survives an upstream outage and a restart, corrupt bytes never get in, and
+// the size budget holds.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, before, describe, it } from 'node:test';
+import { request } from 'undici';
+import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
+import { ACCEPT, http } from '../harness/http.ts';
+import { buildImage, type BuiltImage, type Platform } from '../harness/images.ts';
+import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
+import { pushLayout } from '../harness/skopeo.ts';
+import { removeDir, tempDir } from '../harness/tmp.ts';
+
+const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+const amd64: Platform = { os: 'linux', architecture: 'amd64' };
+const arm64: Platform = { os: 'linux', architecture: 'arm64', variant: 'v8' };
+const KiB = 1024;
+
+let work: string;
+let registry: RegistryHandle;
+
+before(async () => {
+  work = await tempDir('archway-cache-test-');
+  registry = await startRegistry();
+});
+
+after(async () => {
+  await registry?.stop();
+  await removeDir(work);
+});
+
+async function image(name: string, seed: string, layerSizes = [300 * KiB]): Promise<BuiltImage> {
+  const built = await buildImage({ dir: join(work, seed), tag: 'latest', platforms: [amd64, arm64], format: 'oci', layerSizes, seed });
+  await pushLayout(built, { hostPort: registry.hostPort, name });
+  return built;
+}
+
+async function filesUnder(dir: string): Promise<string[]> {
+  try {
+    return (await readdir(dir, { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name));
+  } catch {
+    return [];
+  }
+}
+
+async function pullAll(archway: ArchwayHandle, name: string, built: BuiltImage): Promise<void> {
+  const index = await http(`${archway.url}/v2/${name}/manifests/latest`, { headers: { accept: ACCEPT.all } });
+  assert.equal(index.headers['docker-content-digest'], built.topDigest);
+  for (const m of built.manifests) {
+    const r = await http(`${archway.url}/v2/${name}/manifests/${m.digest}`, { headers: { accept: ACCEPT.all } });
+    assert.ok(r.body.equals(m.bytes));
+    for (const d of [m.configDigest, ...m.layers.map((l) => l.digest)]) {
+      const b = await http(`${archway.url}/v2/${name}/blobs/${d}`);
+      assert.equal(b.status, 200, `blob ${d}`);
+      assert.equal(sha256(b.body), d);
+    }
+  }
+}
+
+describe('tag freshness', () => {
+  let archway: ArchwayHandle;
+  before(async () => {
+    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: '1s' } });
+  });
+  after(() => archway.stop());
+
+  it('trusts a tag within its TTL, revalidates it with a HEAD after, and follows a moved tag', async () => {
+    const v1 = await image('team/moving', 'moving-1');
+    const first = await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
+    assert.equal(first.headers['docker-content-digest'], v1.topDigest);
+
+    registry.clearRequests();
+    await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
+    assert.equal((await registry.requests()).filter((q) => q.path.includes('/manifests/')).length, 0, 'within the TTL nothing goes upstream');
+
+    await sleep(1200);
+    registry.clearRequests();
+    const revalidated = await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
+    assert.equal(revalidated.headers['docker-content-digest'], v1.topDigest);
+    const reqs = (await registry.requests()).filter((q) => q.path.includes('/manifests/'));
+    assert.deepEqual(reqs.map((q) => q.method), ['HEAD'], 'an unchanged tag costs one HEAD and no GET');
+
+    const v2 = await image('team/moving', 'moving-2');
+    assert.notEqual(v2.topDigest, v1.topDigest);
+    await sleep(1200);
+    const moved = await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
+    assert.equal(moved.headers['docker-content-digest'], v2.topDigest);
+    assert.ok(moved.body.equals(v2.topBytes));
+  });
+});
+
+describe('upstream outage and restart', () => {
+  let archway: ArchwayHandle;
+  let built: BuiltImage;
+  before(async () => {
+    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: '1s' } });
+    built = await image('team/steady', 'steady');
+    await pullAll(archway, 'team/steady', built);
+  });
+  after(async () => {
+    await archway.stop();
+    await registry.restart();
+  });
+
+  it('a fully cached image pulls with the upstream stopped, its tag served stale past the TTL', async () => {
+    await registry.stop();
+    await sleep(1100);
+    await pullAll(archway, 'team/steady', built);
+    assert.ok((await archway.metric('archway_stale_served_total', { upstream: 'docker.io' })) >= 1);
+    assert.ok(archway.logs().some((l) => l.msg === 'upstream failing; serving cached tag stale'));
+  });
+
+  it('uncached content answers 502 naming the failed upstream, promptly', async () => {
+    const started = Date.now();
+    const r = await http(`${archway.url}/v2/team/unknown/manifests/latest`, { headers: { accept: ACCEPT.all } });
+    assert.equal(r.status, 502);
+    const err = r.json<{ errors: Array<{ code: string; message: string }> }>().errors[0];
+    assert.equal(err?.code, 'UNAVAILABLE');
+    assert.match(err?.message ?? '', /upstream docker\.io/);
+    assert.doesNotMatch(r.body.toString(), /127\.0\.0\.1|at \w+ \(/, 'no upstream URL, no stack trace');
+    assert.ok(Date.now() - started < 5000);
+    const blob = await http(`${archway.url}/v2/team/unknown/blobs/sha256:${'1'.repeat(64)}`);
+    assert.equal(blob.status, 502);
+  });
+
+  it('a restarted archway serves its cache, with the upstream still stopped, and leaves no temp files', async () => {
+    await writeFile(join(archway.cacheDir, 'tmp', 'interrupted-fill'), 'half a blob');
+    await archway.restart();
+    assert.deepEqual(await filesUnder(join(archway.cacheDir, 'tmp')), [], 'temp files of interrupted fills are removed at start');
+    await pullAll(archway, 'team/steady', built);
+  });
+});
+
+describe('integrity', () => {
+  let archway: ArchwayHandle;
+  before(async () => {
+    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } } });
+  });
+  after(() => archway.stop());
+
+  it('a corrupt upstream blob is never cached, and the client never gets it as complete', async () => {
+    const built = await image('team/corrupt', 'corrupt', [400 * KiB]);
+    const layer = built.manifests[0]!.layers[0]!;
+    const file = registry.blobPath(layer.digest);
+    const good = await readFile(file);
+    const bad = Buffer.from(good);
+    bad[bad.length - 1] ^= 0xff; // same size, wrong bytes: only the digest can tell
+    await writeFile(file, bad);
+    try {
+      const attempts = await Promise.allSettled(
+        Array.from({ length: 3 }, async () => {
+          const res = await request(`${archway.url}/v2/team/corrupt/blobs/${layer.digest}`);
+          return Buffer.from(await res.body.arrayBuffer());
+        }),
+      );
+      for (const a of attempts) {
+        // Either the body fails, or (never) it completes: a complete body must then be right.
+        if (a.status === 'fulfilled') assert.notEqual(sha256(a.value), sha256(bad), 'corrupt bytes delivered as complete');
+        else assert.match(String(a.reason), /terminated|closed|socket|aborted/i);
+      }
+      assert.ok(attempts.every((a) => a.status === 'rejected'), 'every coalesced client sees the failure');
+      assert.equal(await archway.metric('archway_cache_blobs'), 0, 'nothing entered the cache');
+      assert.ok((await archway.metric('archway_digest_mismatches_total', { kind: 'blob' })) >= 1);
+    } finally {
+      await writeFile(file, good);
+    }
+    const healed = await http(`${archway.url}/v2/team/corrupt/blobs/${layer.digest}`);
+    assert.equal(healed.status, 200);
+    assert.equal(sha256(healed.body), layer.digest, 'the first request after the fault clears succeeds');
+    assert.deepEqual(await filesUnder(join(archway.cacheDir, 'tmp')), []);
+  });
+
+  it('a client that hangs up does not cancel the fill for the others', async () => {
+    const built = await image('team/hangup', 'hangup', [3 * 1024 * KiB]);
+    const layer = built.manifests[0]!.layers[0]!;
+    const ac = new AbortController();
+    const quitter = request(`${archway.url}/v2/team/hangup/blobs/${layer.digest}`, { signal: ac.signal }).then(async (res) => {
+      for await (const _chunk of res.body) {
+        ac.abort();
+      }
+    });
+    const stayer = http(`${archway.url}/v2/team/hangup/blobs/${layer.digest}`);
+    await assert.rejects(quitter);
+    const r = await stayer;
+    assert.equal(sha256(r.body), layer.digest);
+    registry.clearRequests();
+    const cached = await http(`${archway.url}/v2/team/hangup/blobs/${layer.digest}`);
+    assert.equal(sha256(cached.body), layer.digest);
+    assert.equal((await registry.requests()).filter((q) => q.path.includes('/blobs/')).length, 0);
+  });
+});
+
+describe('size budget', () => {
+  it('evicts least recently used blobs to stay under cache.maxSize', async () => {
+    const maxSize = 1200 * KiB;
+    const archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { maxSize } });
+    try {
+      const blobs: Array<{ digest: string; size: number }> = [];
+      for (const seed of ['evict-a', 'evict-b', 'evict-c', 'evict-d']) {
+        const built = await image(`team/${seed}`, seed, [350 * KiB]);
+        const layer = built.manifests[0]!.layers[0]!;
+        blobs.push(layer);
+        const r = await http(`${archway.url}/v2/team/${seed}/blobs/${layer.digest}`);
+        assert.equal(sha256(r.body), layer.digest);
+        const onDisk = await filesUnder(join(archway.cacheDir, 'blobs'));
+        const total = (await Promise.all(onDisk.map((f) => stat(f)))).reduce((n, s) => n + s.size, 0);
+        assert.ok(total <= maxSize, `blobs on disk ${total} ≤ ${maxSize}`);
+        assert.ok((await archway.metric('archway_cache_bytes')) <= maxSize);
+      }
+      assert.ok((await archway.metric('archway_cache_evictions_total')) >= 1);
+      // The most recent one is still cached; the first was evicted.
+      registry.clearRequests();
+      const last = blobs.at(-1)!;
+      await http(`${archway.url}/v2/team/evict-d/blobs/${last.digest}`);
+      assert.equal((await registry.requests()).filter((q) => q.path.includes('/blobs/')).length, 0);
+      const first = blobs[0]!;
+      await http(`${archway.url}/v2/team/evict-a/blobs/${first.digest}`);
+      assert.equal((await registry.requests()).filter((q) => q.path.endsWith(first.digest)).length, 1);
+    } finally {
+      await archway.stop();
+    }
+  });
+});
