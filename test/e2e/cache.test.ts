@@ -148,7 +148,7 @@ describe('integrity', () => {
     const file = registry.blobPath(layer.digest);
     const good = await readFile(file);
     const bad = Buffer.from(good);
-    bad[bad.length - 1] ^= 0xff; // same size, wrong bytes: only the digest can tell
+    bad[bad.length - 1] = (bad[bad.length - 1] as number) ^ 0xff; // same size, wrong bytes: only the digest can tell
     await writeFile(file, bad);
     try {
       const attempts = await Promise.allSettled(
