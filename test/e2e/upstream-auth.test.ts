@@ -128,3 +128,27 @@ describe('wrong or missing credentials', () => {
     }
   });
 });
+
+describe('Basic auth upstream (htpasswd)', () => {
+  it('answers the Basic challenge with the credentials, and refuses a wrong password with UNAUTHORIZED', async () => {
+    const basic = await startRegistry({ htpasswd: { [USER]: PASSWORD } });
+    const good = await startArchway({ upstreams: { 'basic.example': { url: basic.url, username: USER, password: PASSWORD } } });
+    const bad = await startArchway({ upstreams: { 'basic.example': { url: basic.url, username: USER, password: 'nope' } } });
+    try {
+      await pushLayout(built, { hostPort: basic.hostPort, name: 'private/app', creds: `${USER}:${PASSWORD}` });
+      const r = await http(`${good.url}/v2/private/app/manifests/1`, { headers: { accept: ACCEPT.all } });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers['docker-content-digest'], built.topDigest);
+      const layer = built.manifests[0]!.layers[0]!;
+      const b = await http(`${good.url}/v2/private/app/blobs/${layer.digest}`);
+      assert.equal(sha256(b.body), layer.digest);
+      const refused = await http(`${bad.url}/v2/private/app/manifests/1`, { headers: { accept: ACCEPT.all } });
+      assert.equal(refused.status, 401);
+      assert.equal(refused.json<{ errors: Array<{ code: string }> }>().errors[0]?.code, 'UNAUTHORIZED');
+    } finally {
+      await good.stop();
+      await bad.stop();
+      await basic.stop();
+    }
+  });
+});

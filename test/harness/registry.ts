@@ -3,6 +3,7 @@
 // which (unlike the "response completed" logrus lines on stderr, emitted only
 // for 2xx/3xx) covers every request including 401s and 404s.
 import { randomBytes } from 'node:crypto';
+import bcrypt from 'bcryptjs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +62,8 @@ export interface StartRegistryOptions {
   dataDir?: string;
   /** Run the registry itself as a pull-through cache of this URL. */
   proxyRemoteUrl?: string;
+  /** Basic auth (distribution's `auth: htpasswd`): user -> password. */
+  htpasswd?: Record<string, string>;
 }
 
 /** Requests we send ourselves to flush the log; hidden from requests(). */
@@ -84,7 +87,7 @@ function parseAccessLine(line: string): RegistryRequest | undefined {
   };
 }
 
-function registryConfig(opts: StartRegistryOptions, dataDir: string, port: number): unknown {
+function registryConfig(opts: StartRegistryOptions, dataDir: string, port: number, htpasswdPath: string): unknown {
   return {
     version: '0.1',
     // Text format: access log on stdout, app log on stderr.
@@ -96,6 +99,7 @@ function registryConfig(opts: StartRegistryOptions, dataDir: string, port: numbe
       maintenance: { uploadpurging: { enabled: false } },
     },
     http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex') },
+    ...(opts.htpasswd ? { auth: { htpasswd: { realm: 'archway-test', path: htpasswdPath } } } : {}),
     ...(opts.tokenAuth
       ? {
           auth: {
@@ -145,7 +149,13 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
 
   const launch = async (): Promise<void> => {
     // JSON is valid YAML, and avoids hand-rolled YAML quoting.
-    await writeFile(configPath, JSON.stringify(registryConfig(opts, dataDir, port), null, 2));
+    const htpasswdPath = join(dir, 'htpasswd');
+    if (opts.htpasswd) {
+      // distribution checks bcrypt hashes, as `htpasswd -B` writes them.
+      const lines = Object.entries(opts.htpasswd).map(([user, password]) => `${user}:${bcrypt.hashSync(password, 4)}`);
+      await writeFile(htpasswdPath, `${lines.join('\n')}\n`);
+    }
+    await writeFile(configPath, JSON.stringify(registryConfig(opts, dataDir, port, htpasswdPath), null, 2));
     const p = await startProcess({
       name: `registry :${port}`,
       command: 'docker-registry',
