@@ -54,7 +54,7 @@ interface SendOptions {
   repository: string;
   kind: FetchKind;
   accept?: string;
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 /**
@@ -84,7 +84,7 @@ export class UpstreamClient {
       repository,
       kind: 'manifest',
       accept: UPSTREAM_MANIFEST_ACCEPT,
-      ...(signal ? { signal } : {}),
+      signal,
     });
     const declared = Number(header(res.headers, 'content-length') ?? NaN);
     if (declared > MAX_MANIFEST_BYTES) {
@@ -124,7 +124,7 @@ export class UpstreamClient {
       repository,
       kind: 'manifest',
       accept: UPSTREAM_MANIFEST_ACCEPT,
-      ...(signal ? { signal } : {}),
+      signal,
     });
     discardBody(res.body);
     const claimed = header(res.headers, 'docker-content-digest');
@@ -143,7 +143,7 @@ export class UpstreamClient {
       path: `/v2/${repository}/blobs/${digest}`,
       repository,
       kind: 'blob',
-      ...(signal ? { signal } : {}),
+      signal,
     });
     const length = header(res.headers, 'content-length');
     return { size: length === undefined ? undefined : Number(length), body: res.body };
@@ -155,7 +155,7 @@ export class UpstreamClient {
       path: `/v2/${repository}/blobs/${digest}`,
       repository,
       kind: 'blob',
-      ...(signal ? { signal } : {}),
+      signal,
     });
     discardBody(res.body);
     const length = header(res.headers, 'content-length');
@@ -229,7 +229,7 @@ export class UpstreamClient {
       dispatcher: this.opts.dispatcher,
       headersTimeout: this.opts.timeouts.headers,
       bodyTimeout: this.opts.timeouts.bodyIdle,
-      ...(opts.signal ? { signal: opts.signal } : {}),
+      signal: opts.signal,
     });
     return Object.assign(res, { sentAuthorization: authorization !== undefined });
   }

@@ -2,12 +2,12 @@
 // survives an upstream outage and a restart, corrupt bytes never get in, and
 // the size budget holds.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
+import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
 import { ACCEPT, http } from '../harness/http.ts';
 import { buildImage, type BuiltImage, type Platform } from '../harness/images.ts';
@@ -15,7 +15,6 @@ import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
 import { pushLayout } from '../harness/skopeo.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const amd64: Platform = { os: 'linux', architecture: 'amd64' };
 const arm64: Platform = { os: 'linux', architecture: 'arm64', variant: 'v8' };
 const KiB = 1024;

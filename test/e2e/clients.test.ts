@@ -1,9 +1,9 @@
 // Real clients pulling through archway: a docker daemon with registry-mirrors,
 // containerd's ctr with a hosts.toml mirror, and skopeo.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
 import { ctrImageDigest, ctrPull, ctrRemove } from '../harness/ctr.ts';
 import { startDockerd, type DockerdHandle } from '../harness/dockerd.ts';
@@ -12,7 +12,6 @@ import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
 import { copyToDir, inspectRaw, pushLayout, readDirBlob } from '../harness/skopeo.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const MiB = 1024 * 1024;
 const platform = (os: string, architecture: string, variant?: string): Platform => (variant ? { os, architecture, variant } : { os, architecture });
 

@@ -1,8 +1,8 @@
 // The /v2 pull API of archway in front of a real distribution registry:
 // what comes back, byte for byte, and what reaches the upstream.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
+import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
 import { ACCEPT, http } from '../harness/http.ts';
 import { ALL_PLATFORMS, buildImage, type BuiltImage } from '../harness/images.ts';
@@ -10,7 +10,6 @@ import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
 import { pushLayout } from '../harness/skopeo.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const MiB = 1024 * 1024;
 
 let registry: RegistryHandle;

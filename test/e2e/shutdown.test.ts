@@ -1,19 +1,18 @@
 // SIGTERM as an orchestrator sends it: stop accepting, let in-flight
 // responses finish, remove temp files, exit 0.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
+import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { startArchwayProcess, type ArchwayProcess } from '../harness/archway-process.ts';
 import { buildImage, type BuiltImage } from '../harness/images.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
 import { pushLayout } from '../harness/skopeo.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
 let work: string;
 let registry: RegistryHandle;

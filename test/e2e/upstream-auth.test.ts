@@ -2,10 +2,10 @@
 // `auth: token` with a real ES256 token issuer), behind a Docker Hub-like
 // front that redirects blob downloads to another origin.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
 import { ACCEPT, http } from '../harness/http.ts';
 import { buildImage, type BuiltImage } from '../harness/images.ts';
@@ -15,7 +15,6 @@ import { pushLayout } from '../harness/skopeo.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
 import { startTokenIssuer, type TokenIssuer } from '../harness/token-issuer.ts';
 
-const sha256 = (b: Buffer) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 const USER = 'puller';
 const PASSWORD = 's3cret-Pa55word';
 
