@@ -60,7 +60,14 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   }
   const router = new Router(upstreams, config.defaultUpstream);
   const fills = new BlobFills(blobStore, metrics, logger);
-  const manifests = new ManifestService({ manifests: manifestStore, tags: tagStore, tagTtlMs: config.cache.tagTtl, metrics, logger });
+  const manifests = new ManifestService({
+    manifests: manifestStore,
+    tags: tagStore,
+    tagTtlMs: config.cache.tagTtl,
+    revalidateTimeoutMs: config.timeouts.revalidate,
+    metrics,
+    logger,
+  });
   const blobs = new BlobService(blobStore, fills, metrics);
 
   const app = Fastify({

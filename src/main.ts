@@ -11,18 +11,14 @@ const DEFAULT_CONFIG = 'config/default.yaml';
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } }, allowPositionals: true });
   const configPath = values.config ?? process.env.ARCHWAY_CONFIG ?? DEFAULT_CONFIG;
-  let config;
+  let config: ReturnType<typeof loadConfigFile>;
   try {
     config = loadConfigFile(configPath);
   } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`archway: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
+    exitOnConfigError(err);
   }
-
-  const archway = await buildArchway(config);
+  // Building reads the files the config names (passwords, CAs): their errors are config errors too.
+  const archway = await buildArchway(config).catch(exitOnConfigError);
   const { app, logger } = archway;
   const shutdown = async (signal: string) => {
     logger.info({ signal }, 'shutting down');
@@ -40,6 +36,14 @@ async function main(): Promise<void> {
 
   const address = await app.listen({ host: config.server.host, port: config.server.port });
   logger.info({ address, upstreams: Object.keys(config.upstreams), cacheDir: config.cache.dir }, 'archway listening');
+}
+
+function exitOnConfigError(err: unknown): never {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`archway: ${err.message}\n`);
+    process.exit(2);
+  }
+  throw err;
 }
 
 main().catch((err: unknown) => {

@@ -63,6 +63,8 @@ export const configSchema = z
         headers: duration.default(30_000),
         /** Longest silence while a body streams. */
         bodyIdle: duration.default(30_000),
+        /** How long a cached tag past its TTL waits for the upstream's confirmation before it is served stale. */
+        revalidate: duration.default(5_000),
       })
       .strict()
       .prefault({}),

@@ -1,4 +1,5 @@
 import { access, constants } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Metrics } from '../observability/metrics.ts';
 
@@ -12,7 +13,9 @@ export function registerHealthRoutes(app: FastifyInstance, opts: { cacheDir: str
   app.get('/readyz', async (request, reply) => {
     request.archway.route = 'health';
     try {
+      // Fills write to tmp/ before anything reaches the cache: both must be writable.
       await access(opts.cacheDir, constants.W_OK);
+      await access(join(opts.cacheDir, 'tmp'), constants.W_OK);
       return reply.send({ status: 'ready' });
     } catch {
       return reply.code(503).send({ status: 'not ready', reason: 'cache directory is not writable' });

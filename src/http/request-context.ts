@@ -17,28 +17,36 @@ declare module 'fastify' {
   }
 }
 
-/** One JSON log line per request, with the cache outcome and upstream time, and the request counter. */
+/**
+ * One JSON log line per request, with the cache outcome and upstream time, and
+ * the request counter. Written when the connection's response closes, so
+ * answers cut mid-body (a corrupt blob, a client that hung up) are logged too,
+ * with `complete: false`.
+ */
 export function installRequestLog(app: FastifyInstance, metrics: Metrics): void {
   app.decorateRequest('archway', null as unknown as RequestContext);
-  app.addHook('onRequest', async (request) => {
-    request.archway = { route: 'other', startedAt: performance.now() };
-  });
-  app.addHook('onResponse', async (request, reply) => {
-    const ctx = request.archway;
-    metrics.requests.inc({ route: ctx.route, method: request.method, status: String(reply.statusCode) });
-    if (ctx.route === 'health' || ctx.route === 'metrics') return;
-    request.log.info(
-      {
-        method: request.method,
-        url: request.url,
-        status: reply.statusCode,
-        ms: Math.round((performance.now() - ctx.startedAt) * 10) / 10,
-        cache: ctx.outcome,
-        upstreamMs: ctx.upstreamMs === undefined ? undefined : Math.round(ctx.upstreamMs * 10) / 10,
-        remote: request.ip,
-        ua: request.headers['user-agent'],
-      },
-      'request',
-    );
+  app.addHook('onRequest', async (request, reply) => {
+    const ctx: RequestContext = { route: 'other', startedAt: performance.now() };
+    request.archway = ctx;
+    reply.raw.once('close', () => {
+      const status = reply.raw.statusCode;
+      const complete = reply.raw.writableFinished;
+      metrics.requests.inc({ route: ctx.route, method: request.method, status: complete ? String(status) : 'aborted' });
+      if (ctx.route === 'health' || ctx.route === 'metrics') return;
+      request.log.info(
+        {
+          method: request.method,
+          url: request.url,
+          status,
+          complete,
+          ms: Math.round((performance.now() - ctx.startedAt) * 10) / 10,
+          cache: ctx.outcome,
+          upstreamMs: ctx.upstreamMs === undefined ? undefined : Math.round(ctx.upstreamMs * 10) / 10,
+          remote: request.ip,
+          ua: request.headers['user-agent'],
+        },
+        'request',
+      );
+    });
   });
 }

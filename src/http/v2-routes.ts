@@ -77,10 +77,10 @@ async function manifest(
 async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Services, name: string, digest: Parameters<BlobService['get']>[1]) {
   const route = services.router.resolve(name);
   const started = performance.now();
-  reply.header('docker-content-digest', digest).header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
   if (request.method === 'HEAD') {
     const { size, outcome } = await services.blobs.head(route, digest);
     noteOutcome(request, outcome, started);
+    blobHeaders(reply, digest);
     if (size !== undefined) reply.header('content-length', size);
     return reply.send();
   }
@@ -92,6 +92,7 @@ async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Se
     throw new RegistryError('RANGE_INVALID', undefined, { detail: { range: rangeHeader, size: answer.size } });
   }
   const { size, range, stream } = answer;
+  blobHeaders(reply, digest);
   if (range && size !== undefined) {
     reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
   } else if (size !== undefined) {
@@ -100,6 +101,11 @@ async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Se
   // A client that hangs up must release the reader (and its pin or fill hold).
   reply.raw.once('close', () => stream.destroy());
   return reply.send(stream);
+}
+
+/** Headers of a blob answer; only on success, never on an error about the blob. */
+function blobHeaders(reply: FastifyReply, digest: string): void {
+  reply.header('docker-content-digest', digest).header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
 }
 
 async function tags(reply: FastifyReply, services: V2Services, name: string, query: string) {
@@ -113,7 +119,7 @@ async function tags(reply: FastifyReply, services: V2Services, name: string, que
   return reply
     .code(res.status)
     .header('content-type', headerValue(res.headers['content-type']) ?? 'application/json')
-    .send(res.body);
+    .send(withClientName(res.body, route.repository, name));
 }
 
 async function referrers(reply: FastifyReply, services: V2Services, name: string, digest: Parameters<BlobService['get']>[1], query: string) {
@@ -126,6 +132,18 @@ async function referrers(reply: FastifyReply, services: V2Services, name: string
   const filters = headerValue(res.headers['oci-filters-applied']);
   if (filters) reply.header('oci-filters-applied', filters);
   return reply.send(res.body);
+}
+
+/** The list names the repository as the upstream knows it (`library/alpine`); answer with the client's name. */
+function withClientName(body: Buffer, upstreamRepository: string, name: string): Buffer {
+  if (upstreamRepository === name) return body;
+  try {
+    const list = JSON.parse(body.toString('utf8')) as { name?: unknown };
+    if (list.name !== upstreamRepository) return body;
+    return Buffer.from(JSON.stringify({ ...list, name }));
+  } catch {
+    return body;
+  }
 }
 
 function noteOutcome(request: FastifyRequest, outcome: FastifyRequest['archway']['outcome'], started: number): void {

@@ -29,7 +29,7 @@ export class BlobService {
   async head(route: Route, digest: Digest): Promise<{ size: number | undefined; outcome: CacheOutcome }> {
     const info = await this.store.stat(digest);
     if (info) return this.counted({ size: info.size, outcome: 'hit' });
-    const fill = this.fills.get(digest);
+    const fill = this.fills.get(route.upstream.name, digest);
     if (fill?.size !== undefined) return this.counted({ size: fill.size, outcome: 'coalesced' });
     const { size } = await route.upstream.headBlob(route.repository, digest);
     return this.counted({ size, outcome: 'pass' });
@@ -42,14 +42,16 @@ export class BlobService {
       if (range === 'unsatisfiable') return this.counted({ kind: 'unsatisfiable' as const, size: info.size, outcome: 'hit' });
       const read = await this.store.open(digest, range);
       if (read) {
-        this.countBytes(read.stream, 'cache');
+        const stream = read.stream as Readable & { bytesRead?: number };
+        // Counted when done: a 'data' listener here would start the stream before it is piped.
+        stream.once('close', () => this.metrics.servedBytes.inc({ source: 'cache' }, stream.bytesRead ?? 0));
         return this.counted({ kind: 'body' as const, size: read.size, range, stream: read.stream, outcome: 'hit' });
       }
       // Evicted or removed between stat and open: fetch it like a miss.
     }
-    let fill = this.fills.get(digest);
+    let fill = this.fills.get(route.upstream.name, digest);
     const outcome: CacheOutcome = fill ? 'coalesced' : 'miss';
-    fill ??= this.fills.start(digest, route.upstream.name, (signal) => route.upstream.getBlob(route.repository, digest, signal));
+    fill ??= this.fills.start(route.upstream.name, digest, (signal) => route.upstream.getBlob(route.repository, digest, signal));
     // Take the reader before waiting, so the fill keeps its file for us.
     const reader = fill.reader((n) => this.metrics.servedBytes.inc({ source: 'upstream' }, n));
     try {
@@ -66,10 +68,6 @@ export class BlobService {
     }
     if (range) reader.setRange(range.start, range.end + 1);
     return this.counted({ kind: 'body' as const, size, range, stream: reader, outcome });
-  }
-
-  private countBytes(stream: Readable, source: 'cache' | 'upstream'): void {
-    stream.on('data', (chunk: Buffer) => this.metrics.servedBytes.inc({ source }, chunk.length));
   }
 
   private counted<T extends BlobAnswer | { size: number | undefined; outcome: CacheOutcome }>(answer: T): T {

@@ -1,15 +1,15 @@
 import type { Logger } from 'pino';
 import { RegistryError } from '../errors.ts';
 import type { Digest } from '../oci/digest.ts';
-import { parseIndex } from '../oci/manifest.ts';
+import { parseIndex, type ManifestIndex } from '../oci/manifest.ts';
 import { clientAcceptsIndex, isIndexMediaType } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { defaultPlatformEntry } from '../platform/default-platform.ts';
 import type { Route } from '../routing/router.ts';
-import type { FsManifestStore, StoredManifest } from '../store/manifest-store.ts';
-import type { FsTagStore, TagRecord } from '../store/tag-store.ts';
-import { isUpstreamOutage } from '../upstream/errors.ts';
+import type { ManifestStore, StoredManifest } from '../store/manifest-store.ts';
+import type { TagRecord, TagStore } from '../store/tag-store.ts';
+import { badUpstream, isUpstreamOutage } from '../upstream/errors.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 import type { CacheOutcome } from './cache-outcome.ts';
 
@@ -19,13 +19,17 @@ export interface ManifestAnswer {
 }
 
 export interface ManifestServiceOptions {
-  manifests: FsManifestStore;
-  tags: FsTagStore;
+  manifests: ManifestStore;
+  tags: TagStore;
   tagTtlMs: number;
+  /** How long a revalidation may take before the cached tag is served stale. */
+  revalidateTimeoutMs: number;
   metrics: Metrics;
   logger: Logger;
   now?: () => number;
 }
+
+type TagAnswer = ManifestAnswer & { record: TagRecord };
 
 /**
  * Answers manifest requests from the cache, filling it from the upstream:
@@ -34,7 +38,7 @@ export interface ManifestServiceOptions {
  * fails. Tag requests are negotiated against the client's Accept header.
  */
 export class ManifestService {
-  private readonly tagFlights = new SingleFlight<{ record: TagRecord; manifest: StoredManifest; outcome: CacheOutcome }>();
+  private readonly tagFlights = new SingleFlight<TagAnswer>();
   private readonly digestFlights = new SingleFlight<StoredManifest>();
   private readonly now: () => number;
 
@@ -43,12 +47,12 @@ export class ManifestService {
   }
 
   async get(route: Route, reference: Reference, accepted: Set<string>): Promise<ManifestAnswer> {
-    if (reference.kind === 'digest') return this.byDigest(route, reference.digest);
-    const answer = await this.byTag(route, reference.tag);
+    if (reference.kind === 'digest') return this.counted(await this.byDigest(route, reference.digest), 'manifest');
+    const answer = this.counted(await this.byTag(route, reference.tag), 'tag');
     const { manifest } = answer;
     if (!isIndexMediaType(manifest.mediaType) || clientAcceptsIndex(accepted, manifest.mediaType)) return answer;
     // A client that cannot read indexes gets the linux/amd64 image, as registries answer.
-    const entry = defaultPlatformEntry(parseIndex(manifest.bytes, manifest.mediaType));
+    const entry = defaultPlatformEntry(this.index(route, manifest));
     if (!entry) {
       throw new RegistryError('MANIFEST_UNKNOWN', 'the tag is a multi-platform index without linux/amd64, and the client does not accept indexes', {
         detail: { tag: reference.tag, mediaType: manifest.mediaType },
@@ -58,67 +62,81 @@ export class ManifestService {
     return { manifest: child.manifest, outcome: answer.outcome };
   }
 
-  async byDigest(route: Route, digest: Digest): Promise<ManifestAnswer> {
+  private async byDigest(route: Route, digest: Digest): Promise<ManifestAnswer> {
     const upstream = route.upstream.name;
     const cached = await this.opts.manifests.get(upstream, digest);
-    if (cached) return this.counted({ manifest: cached, outcome: 'hit' });
+    if (cached) return { manifest: cached, outcome: 'hit' };
     const { value, joined } = await this.digestFlights.run(`${upstream}\n${digest}`, async () => {
       const fetched = await route.upstream.getManifest(route.repository, digest);
       await this.opts.manifests.put(upstream, fetched);
       return fetched;
     });
-    return this.counted({ manifest: value, outcome: joined ? 'coalesced' : 'miss' });
+    return { manifest: value, outcome: joined ? 'coalesced' : 'miss' };
   }
 
-  private async byTag(route: Route, tag: string): Promise<ManifestAnswer> {
+  private async byTag(route: Route, tag: string): Promise<TagAnswer> {
     const upstream = route.upstream.name;
     const record = await this.opts.tags.get(upstream, route.repository, tag);
     if (record && this.now() - record.checkedAt < this.opts.tagTtlMs) {
       const manifest = await this.opts.manifests.get(upstream, record.digest);
-      if (manifest) return this.counted({ manifest, outcome: 'hit' }, 'tag');
+      if (manifest) return { record, manifest, outcome: 'hit' };
     }
     const key = `${upstream}\n${route.repository}\n${tag}`;
     const { value, joined } = await this.tagFlights.run(key, () => this.refreshTag(route, tag, record));
-    return this.counted({ manifest: value.manifest, outcome: joined ? 'coalesced' : value.outcome }, 'tag');
+    return joined ? { ...value, outcome: 'coalesced' } : value;
   }
 
   /** Ask the upstream about a tag that is unknown or past its TTL. */
-  private async refreshTag(route: Route, tag: string, known: TagRecord | undefined) {
-    const upstream = route.upstream.name;
-    const store = this.opts;
+  private async refreshTag(route: Route, tag: string, known: TagRecord | undefined): Promise<TagAnswer> {
+    const upstream = route.upstream;
+    const { manifests, tags } = this.opts;
+    const cached = known ? await manifests.get(upstream.name, known.digest) : undefined;
+    if (known && cached && upstream.health.down) {
+      // Known to be failing: do not make this client wait for it to fail again.
+      return this.stale(route, tag, known, cached, upstream.health.lastError ?? 'upstream down');
+    }
     try {
-      if (known) {
-        // HEAD first: Docker Hub does not count HEADs against the pull limit.
-        const head = await route.upstream.headManifest(route.repository, tag);
-        const manifest = head.digest === known.digest ? await store.manifests.get(upstream, known.digest) : undefined;
-        if (manifest) {
+      if (known && cached) {
+        // HEAD first (Docker Hub does not count HEADs against the pull limit), with a
+        // deadline: a cached answer beats waiting on a struggling upstream.
+        const head = await upstream.headManifest(route.repository, tag, AbortSignal.timeout(this.opts.revalidateTimeoutMs));
+        if (head.digest === known.digest) {
           const record = { ...known, checkedAt: this.now() };
-          await store.tags.set(upstream, route.repository, tag, record);
-          return { record, manifest, outcome: 'revalidated' as const };
+          await tags.set(upstream.name, route.repository, tag, record);
+          return { record, manifest: cached, outcome: 'revalidated' };
         }
       }
-      const fetched = await route.upstream.getManifest(route.repository, tag);
-      await store.manifests.put(upstream, fetched);
+      const fetched = await upstream.getManifest(route.repository, tag);
+      await manifests.put(upstream.name, fetched);
       const record: TagRecord = { digest: fetched.digest, mediaType: fetched.mediaType, checkedAt: this.now() };
-      await store.tags.set(upstream, route.repository, tag, record);
-      return { record, manifest: fetched, outcome: 'miss' as const };
+      await tags.set(upstream.name, route.repository, tag, record);
+      return { record, manifest: fetched, outcome: 'miss' };
     } catch (err) {
-      if (known && isUpstreamOutage(err)) {
-        const manifest = await store.manifests.get(upstream, known.digest);
-        if (manifest) {
-          store.metrics.staleServed.inc({ upstream });
-          store.logger.warn(
-            { upstream, repository: route.repository, tag, digest: known.digest, ageMs: this.now() - known.checkedAt, reason: (err as Error).message },
-            'upstream failing; serving cached tag stale',
-          );
-          return { record: known, manifest, outcome: 'stale' as const };
-        }
-      }
+      if (known && cached && isUpstreamOutage(err)) return this.stale(route, tag, known, cached, (err as Error).message);
       throw err;
     }
   }
 
-  private counted(answer: ManifestAnswer, kind: 'manifest' | 'tag' = 'manifest'): ManifestAnswer {
+  private stale(route: Route, tag: string, known: TagRecord, manifest: StoredManifest, reason: string): TagAnswer {
+    const upstream = route.upstream.name;
+    this.opts.metrics.staleServed.inc({ upstream });
+    this.opts.logger.warn(
+      { upstream, repository: route.repository, tag, digest: known.digest, ageMs: this.now() - known.checkedAt, reason },
+      'upstream failing; serving cached tag stale',
+    );
+    return { record: known, manifest, outcome: 'stale' };
+  }
+
+  /** An index from the upstream; if it cannot be read, the upstream is at fault, not the client. */
+  private index(route: Route, manifest: StoredManifest): ManifestIndex {
+    try {
+      return parseIndex(manifest.bytes, manifest.mediaType);
+    } catch (err) {
+      throw badUpstream(route.upstream.name, `sent an invalid index (${(err as Error).message})`, { digest: manifest.digest });
+    }
+  }
+
+  private counted<T extends ManifestAnswer>(answer: T, kind: 'manifest' | 'tag'): T {
     this.opts.metrics.cacheLookups.inc({ kind, outcome: answer.outcome });
     return answer;
   }

@@ -2,17 +2,32 @@ import { createHash } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { RegistryError } from '../errors.ts';
+import { RegistryError, shuttingDown, storageFailure } from '../errors.ts';
 import { digestAlgorithm, type Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { BlobResponse } from '../upstream/client.ts';
 import { discardBody } from '../upstream/discard.ts';
-import { upstreamTransportError } from '../upstream/errors.ts';
+import { badUpstream, upstreamTransportError } from '../upstream/errors.ts';
 import type { BlobStore } from './blob-store.ts';
 
 const READ_CHUNK = 256 * 1024;
 
 export type FetchBlob = (signal: AbortSignal) => Promise<BlobResponse>;
+
+/** A failure of archway's own disk during a fill, told apart from the upstream's failures. */
+class LocalStorageError extends Error {
+  constructor(cause: unknown) {
+    super('local storage failed', { cause });
+  }
+}
+
+async function local<T>(op: Promise<T>): Promise<T> {
+  try {
+    return await op;
+  } catch (err) {
+    throw new LocalStorageError(err);
+  }
+}
 
 /**
  * One download of a blob from an upstream into a temp file, which every
@@ -65,7 +80,7 @@ export class BlobFill {
   async run(fetch: FetchBlob): Promise<void> {
     this.metrics.activeFills.inc();
     try {
-      const file = await this.fileOpened;
+      const file = await local(this.fileOpened);
       const res = await fetch(this.abort.signal);
       this.size = res.size;
       this.resolveReady();
@@ -73,7 +88,7 @@ export class BlobFill {
       try {
         for await (const chunk of res.body as AsyncIterable<Buffer>) {
           hash.update(chunk);
-          await file.write(chunk, 0, chunk.length, this.written);
+          await local(file.write(chunk, 0, chunk.length, this.written));
           this.written += chunk.length;
           this.metrics.upstreamBytes.inc({ upstream: this.upstream }, chunk.length);
           if (this.size !== undefined && this.written > this.size) throw this.corrupt('body longer than Content-Length');
@@ -87,7 +102,9 @@ export class BlobFill {
       const actual = `${digestAlgorithm(this.digest)}:${hash.digest('hex')}`;
       if (actual !== this.digest) throw this.corrupt(`digest mismatch: got ${actual}`);
       this.size = this.written;
-      await this.store.commitFile(this.tempPath, { digest: this.digest, size: this.written });
+      // On disk before it has a name: a crash must never leave a short file under a digest.
+      await local(file.sync());
+      await local(this.store.commitFile(this.tempPath, { digest: this.digest, size: this.written }));
       this.state = 'committed';
       this.logger.debug({ digest: this.digest, size: this.written }, 'blob cached');
     } catch (err) {
@@ -101,7 +118,7 @@ export class BlobFill {
 
   /** Stop the download (shutdown). Readers get an error. */
   cancel(): void {
-    this.abort.abort(new Error('archway is shutting down'));
+    this.abort.abort(shuttingDown());
   }
 
   /**
@@ -135,18 +152,22 @@ export class BlobFill {
   private corrupt(reason: string): RegistryError {
     this.metrics.digestMismatches.inc({ kind: 'blob' });
     this.logger.error({ digest: this.digest, upstream: this.upstream, reason }, 'upstream blob is corrupt; not cached');
-    return new RegistryError('UNAVAILABLE', `upstream ${this.upstream} sent a corrupt blob (${reason})`, {
-      status: 502,
-      detail: { upstream: this.upstream, digest: this.digest },
-    });
+    return badUpstream(this.upstream, `sent a corrupt blob (${reason})`, { digest: this.digest });
   }
 
   private fail(err: unknown): void {
     this.state = 'failed';
-    this.error = upstreamTransportError(this.upstream, err);
+    if (this.abort.signal.aborted) {
+      this.error = shuttingDown();
+    } else if (err instanceof LocalStorageError) {
+      this.error = storageFailure(err.cause);
+      this.logger.error({ digest: this.digest, err: err.cause }, 'writing a blob to the cache failed');
+    } else {
+      this.error = upstreamTransportError(this.upstream, err);
+      if (!(err instanceof RegistryError)) this.logger.warn({ digest: this.digest, err: this.error.message }, 'blob fill failed');
+    }
     this.rejectReady(this.error);
     unlink(this.tempPath).catch(() => undefined);
-    if (!(err instanceof RegistryError)) this.logger.warn({ digest: this.digest, err: this.error.message }, 'blob fill failed');
   }
 
   private release(): void {
@@ -209,8 +230,9 @@ export class FillReader extends Readable {
         // Without a range the answer ends where the blob does: the expected size is its last byte.
         const end = Math.min(this.end, fill.size ?? Infinity);
         // The last byte of the answer waits for the verdict on the whole blob, so a
-        // client never holds a complete body that turns out to be corrupt.
-        const cap = committed ? Math.min(end, fill.written) : Math.min(end - 1, fill.written);
+        // client never holds a complete body that turns out to be corrupt (even
+        // where the end of a body is the connection's end, as in HTTP/1.0).
+        const cap = committed ? Math.min(end, fill.written) : Math.min(end, fill.written) - 1;
         if (committed && this.pos >= cap) {
           this.push(null);
           this.releaseOnce();

@@ -5,12 +5,13 @@ import { BlobFill, type FetchBlob } from './blob-fill.ts';
 import type { BlobStore } from './blob-store.ts';
 
 /**
- * The fills under way in this process, one per digest: the coalescing point.
- * A digest is content, so one fill serves every repository and upstream that
- * asks for it while it runs.
+ * The fills under way in this process, one per upstream and digest: the
+ * coalescing point. Per upstream, because a fill that fails at one registry
+ * (404, refused credentials) must not fail clients of another that has the
+ * blob; the committed blob is shared by all.
  */
 export class BlobFills {
-  private readonly fills = new Map<Digest, BlobFill>();
+  private readonly fills = new Map<string, { fill: BlobFill; done: Promise<void> }>();
 
   constructor(
     private readonly store: BlobStore,
@@ -18,17 +19,18 @@ export class BlobFills {
     private readonly logger: Logger,
   ) {}
 
-  get(digest: Digest): BlobFill | undefined {
-    return this.fills.get(digest);
+  get(upstream: string, digest: Digest): BlobFill | undefined {
+    return this.fills.get(key(upstream, digest))?.fill;
   }
 
-  /** Start a fill for `digest` (there must be none running). */
-  start(digest: Digest, upstream: string, fetch: FetchBlob): BlobFill {
+  /** Start a fill (there must be none running for this upstream and digest). */
+  start(upstream: string, digest: Digest, fetch: FetchBlob): BlobFill {
     const fill = new BlobFill(digest, upstream, this.store, this.metrics, this.logger);
-    this.fills.set(digest, fill);
-    void fill.run(fetch).finally(() => {
-      if (this.fills.get(digest) === fill) this.fills.delete(digest);
+    const k = key(upstream, digest);
+    const done = fill.run(fetch).finally(() => {
+      if (this.fills.get(k)?.fill === fill) this.fills.delete(k);
     });
+    this.fills.set(k, { fill, done });
     return fill;
   }
 
@@ -39,8 +41,11 @@ export class BlobFills {
   /** Shutdown: stop every download and wait until each has cleaned up. */
   async cancelAll(): Promise<void> {
     const running = [...this.fills.values()];
-    for (const fill of running) fill.cancel();
-    await Promise.all(running.map((f) => f.nextChange().then(() => f.ready.catch(() => undefined))));
-    while (this.fills.size) await new Promise((r) => setTimeout(r, 10));
+    for (const { fill } of running) fill.cancel();
+    await Promise.all(running.map((r) => r.done));
   }
+}
+
+function key(upstream: string, digest: Digest): string {
+  return `${upstream}\n${digest}`;
 }

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readdir, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../oci/digest.ts';
 import type { BlobInfo, BlobRead, BlobStore, ByteRange } from './blob-store.ts';
 import { LruIndex } from './lru-index.ts';
+
+const EMPTY_SHA256 = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 /** Access times reach the disk at most this often per blob, so hits stay cheap. */
 const TOUCH_INTERVAL_MS = 60_000;
@@ -49,7 +51,14 @@ export class FsBlobStore implements BlobStore {
           } catch {
             continue; // not ours
           }
-          const s = await stat(join(this.blobsDir, algorithm, shard, hex));
+          const path = join(this.blobsDir, algorithm, shard, hex);
+          const s = await stat(path);
+          if (s.size === 0 && digest !== EMPTY_SHA256) {
+            // What a crash between rename and data reaching the disk leaves; never a real blob.
+            this.opts.logger.warn({ digest }, 'removing an empty cached blob');
+            await unlink(path);
+            continue;
+          }
           found.push({ digest, size: s.size, mtime: s.mtimeMs });
         }
       }
@@ -103,8 +112,12 @@ export class FsBlobStore implements BlobStore {
 
   async commitFile(path: string, info: BlobInfo): Promise<void> {
     const target = this.path(info.digest);
-    await mkdir(join(target, '..'), { recursive: true });
+    const dir = join(target, '..');
+    await mkdir(dir, { recursive: true });
     await rename(path, target);
+    // The rename itself must survive a crash too.
+    const handle = await open(dir, 'r');
+    await handle.sync().finally(() => handle.close());
     this.index.set(info.digest, info.size);
     await this.evict();
   }

@@ -9,13 +9,21 @@ export interface StoredManifest {
   bytes: Buffer;
 }
 
+/** Manifests by digest, per upstream: what ManifestService needs of storage. */
+export interface ManifestStore {
+  init(): Promise<void>;
+  get(upstream: string, digest: Digest): Promise<StoredManifest | undefined>;
+  /** Store bytes whose digest the caller verified. */
+  put(upstream: string, manifest: StoredManifest): Promise<void>;
+}
+
 /**
  * Manifests by digest, per upstream (a manifest is content, but what an
  * upstream serves is its own: two registries never share answers). Each file
  * is one JSON header line with the media type, then the exact bytes; written
  * to a temp file and renamed, so a reader sees all of it or nothing.
  */
-export class FsManifestStore {
+export class FsManifestStore implements ManifestStore {
   private readonly dir: string;
   private readonly tmpDir: string;
 

@@ -11,12 +11,19 @@ export interface TagRecord {
   checkedAt: number;
 }
 
+/** Tag → digest records, per upstream and repository. */
+export interface TagStore {
+  init(): Promise<void>;
+  get(upstream: string, repository: string, tag: string): Promise<TagRecord | undefined>;
+  set(upstream: string, repository: string, tag: string, record: TagRecord): Promise<void>;
+}
+
 /**
  * Tag → digest, per upstream and repository, kept in memory and on disk so a
  * restarted archway still knows its tags (and can serve them stale). Files are
  * named by a hash of the key; the key is inside the file.
  */
-export class FsTagStore {
+export class FsTagStore implements TagStore {
   /** The disk holds every tag; memory the hot ones. */
   private readonly memory = new LRUCache<string, TagRecord>({ max: 50_000 });
   private readonly dir: string;

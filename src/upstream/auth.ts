@@ -4,7 +4,7 @@ import { request, type Dispatcher } from 'undici';
 import { RegistryError } from '../errors.ts';
 import { parseChallenges, type Challenge } from './challenge.ts';
 import { discardBody } from './discard.ts';
-import { upstreamTransportError } from './errors.ts';
+import { badUpstream, upstreamTransportError } from './errors.ts';
 
 export interface Credentials {
   username: string;
@@ -126,19 +126,16 @@ export class UpstreamAuth {
       });
     }
     if (res.statusCode !== 200) {
-      throw new RegistryError('UNAVAILABLE', `upstream ${this.upstream} token service answered ${res.statusCode}`, {
-        status: 502,
-        detail: { upstream: this.upstream },
-      });
+      throw badUpstream(this.upstream, `token service answered ${res.statusCode}`);
     }
     let body: { token?: unknown; access_token?: unknown; expires_in?: unknown };
     try {
       body = JSON.parse(text) as typeof body;
     } catch {
-      throw new RegistryError('UNAVAILABLE', `upstream ${this.upstream} token service sent no JSON`, { status: 502 });
+      throw badUpstream(this.upstream, 'token service sent no JSON');
     }
     const token = typeof body.token === 'string' ? body.token : typeof body.access_token === 'string' ? body.access_token : '';
-    if (!token) throw new RegistryError('UNAVAILABLE', `upstream ${this.upstream} token service sent no token`, { status: 502 });
+    if (!token) throw badUpstream(this.upstream, 'token service sent no token');
     const expiresIn = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in : DEFAULT_TOKEN_TTL_S;
     const ttl = Math.max(1, expiresIn - Math.min(EXPIRY_MARGIN_S, expiresIn / 2)) * 1000;
     this.tokens.set(this.tokenKey(scope), token, { ttl });

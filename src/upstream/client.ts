@@ -7,7 +7,8 @@ import { UPSTREAM_MANIFEST_ACCEPT } from '../oci/media-types.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { BodyTooLargeError, readLimited, readLimitedBuffer, UpstreamAuth, type Credentials } from './auth.ts';
 import { discardBody } from './discard.ts';
-import { upstreamStatusError, upstreamTransportError, type FetchKind } from './errors.ts';
+import { badUpstream, isUpstreamOutage, upstreamStatusError, upstreamTransportError, type FetchKind } from './errors.ts';
+import { UpstreamHealth } from './health.ts';
 
 /** The spec lets registries refuse manifests over 4 MiB; archway refuses to cache larger ones. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -65,6 +66,7 @@ interface SendOptions {
  */
 export class UpstreamClient {
   readonly name: string;
+  readonly health = new UpstreamHealth();
   private readonly base: URL;
   private readonly auth: UpstreamAuth;
 
@@ -196,6 +198,7 @@ export class UpstreamClient {
   private async send(opts: SendOptions): Promise<Dispatcher.ResponseData> {
     const scope = `repository:${opts.repository}:pull`;
     const end = this.opts.metrics.upstreamLatency.startTimer({ upstream: this.name, kind: opts.kind });
+    let status = 'error';
     this.opts.metrics.upstreamInFlight.inc({ upstream: this.name });
     try {
       let res = await this.attempt(opts, scope);
@@ -206,13 +209,19 @@ export class UpstreamClient {
           res = await this.attempt(opts, scope);
         }
       }
-      end({ status: String(res.statusCode) });
-      if (res.statusCode === 200) return res;
+      status = String(res.statusCode);
+      if (res.statusCode === 200) {
+        this.health.succeeded();
+        return res;
+      }
       throw await this.statusError(res, opts.kind);
     } catch (err) {
-      if (!(err instanceof RegistryError)) end({ status: 'error' });
-      throw upstreamTransportError(this.name, err);
+      const mapped = upstreamTransportError(this.name, err);
+      if (isUpstreamOutage(mapped)) this.health.failed(mapped.message);
+      else this.health.succeeded(); // it answered: a 404 or 401 is an answer
+      throw mapped;
     } finally {
+      end({ status });
       this.opts.metrics.upstreamInFlight.dec({ upstream: this.name });
     }
   }
@@ -250,7 +259,7 @@ export class UpstreamClient {
   }
 
   private badUpstream(message: string): RegistryError {
-    return new RegistryError('UNAVAILABLE', `upstream ${this.name}: ${message}`, { status: 502, detail: { upstream: this.name } });
+    return badUpstream(this.name, message);
   }
 }
 

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Agent, interceptors, type Dispatcher } from 'undici';
+import { ConfigError } from '../config/load.ts';
 import type { Config, UpstreamConfig } from '../config/schema.ts';
 
 /** Docker Hub sends one redirect per blob; a few more allow a CDN hop. More is a loop. */
@@ -23,7 +24,7 @@ export class Dispatchers {
     let agent = this.shared;
     if (upstream.ca || upstream.insecure) {
       const tls = {
-        ...(upstream.ca ? { ca: readFileSync(upstream.ca, 'utf8') } : {}),
+        ...(upstream.ca ? { ca: readCa(name, upstream.ca) } : {}),
         ...(upstream.insecure ? { rejectUnauthorized: false } : {}),
       };
       agent = this.agent(tls);
@@ -45,5 +46,13 @@ export class Dispatchers {
       keepAliveTimeout: 30_000,
       connections: 64,
     });
+  }
+}
+
+function readCa(name: string, path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new ConfigError(`upstreams.${name}.ca: cannot read ${path} (${(e as NodeJS.ErrnoException).code})`);
   }
 }

@@ -59,6 +59,11 @@ export function upstreamTransportError(upstream: string, err: unknown): Registry
   );
 }
 
+/** The upstream answered, but with something archway cannot pass on (bad bytes, too large, a loop). */
+export function badUpstream(upstream: string, message: string, detail: Record<string, unknown> = {}): RegistryError {
+  return new RegistryError('UNAVAILABLE', `upstream ${upstream}: ${message}`, { status: 502, detail: { upstream, ...detail } });
+}
+
 /** True for failures during which a stale cached tag should be served instead. */
 export function isUpstreamOutage(err: unknown): boolean {
   return err instanceof RegistryError && (err.status >= 500 || err.code === 'TOOMANYREQUESTS');

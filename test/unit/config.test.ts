@@ -51,4 +51,16 @@ describe('configuration', () => {
     assert.match(run.stderr, /cache\.maxSize: invalid size "lots"/);
     assert.doesNotMatch(run.stderr, /at .*\.ts:\d+/, 'no stack trace');
   });
+
+  it('a password file that cannot be read also exits 2, naming the field', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'archway-config-'));
+    const file = join(dir, 'creds.yaml');
+    writeFileSync(
+      file,
+      `cache:\n  dir: ${dir}/cache\nupstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    username: u\n    passwordFile: ${dir}/missing\ndefaultUpstream: docker.io\n`,
+    );
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(run.status, 2, run.stderr);
+    assert.match(run.stderr, /upstreams\.docker\.io\.passwordFile: cannot read .*missing \(ENOENT\)/);
+  });
 });

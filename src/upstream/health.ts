@@ -1,0 +1,33 @@
+/** First and longest pause after an upstream failure, before it is asked again for cached tags. */
+const FIRST_BACKOFF_MS = 5_000;
+const MAX_BACKOFF_MS = 60_000;
+
+/**
+ * Whether an upstream is failing. While it is, cached tags are served stale at
+ * once instead of each request waiting out a timeout against a dead upstream
+ * (an upstream that blackholes traffic costs `timeouts.headers` per attempt).
+ * Requests for uncached content still go to the upstream, so recovery is
+ * noticed; the pause doubles with each consecutive failure.
+ */
+export class UpstreamHealth {
+  private failures = 0;
+  private downUntil = 0;
+  lastError: string | undefined;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  succeeded(): void {
+    this.failures = 0;
+    this.downUntil = 0;
+  }
+
+  failed(reason: string): void {
+    this.failures++;
+    this.lastError = reason;
+    this.downUntil = this.now() + Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.failures - 1));
+  }
+
+  get down(): boolean {
+    return this.now() < this.downUntil;
+  }
+}
