@@ -223,4 +223,30 @@ describe('size budget', () => {
       await archway.stop();
     }
   });
+
+  it('never evicts a blob while it is being read', async () => {
+    // A must be larger than what loopback socket buffers hold, so archway is still reading it.
+    const MiB = 1024 * KiB;
+    const maxSize = 28 * MiB;
+    const archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { maxSize } });
+    try {
+      const a = (await image('team/pin-a', 'pin-a', [24 * MiB])).manifests[0]!.layers[0]!;
+      const b = (await image('team/pin-b', 'pin-b', [8 * MiB])).manifests[0]!.layers[0]!;
+      await http(`${archway.url}/v2/team/pin-a/blobs/${a.digest}`);
+      const blobFile = join(archway.cacheDir, 'blobs', 'sha256', a.digest.slice(7, 9), a.digest.slice(7));
+      // Start reading A and stop after the first chunk.
+      const res = await request(`${archway.url}/v2/team/pin-a/blobs/${a.digest}`);
+      const iterator = res.body[Symbol.asyncIterator]();
+      const chunks: Buffer[] = [(await iterator.next()).value as Buffer];
+      // B pushes the cache over its budget while A is being read.
+      await http(`${archway.url}/v2/team/pin-b/blobs/${b.digest}`);
+      await stat(blobFile); // still there: pinned
+      for (let r = await iterator.next(); !r.done; r = await iterator.next()) chunks.push(r.value as Buffer);
+      assert.equal(sha256(Buffer.concat(chunks)), a.digest);
+      await sleep(100);
+      assert.ok((await archway.metric('archway_cache_bytes')) <= maxSize, 'back under budget once the read is over');
+    } finally {
+      await archway.stop();
+    }
+  });
 });

@@ -156,6 +156,17 @@ describe('manifests', () => {
     assert.ok(r.body.equals(single.topBytes));
   });
 
+  it('concurrent cold requests for one tag make one upstream manifest GET', async () => {
+    await pushLayout(dockerList, { hostPort: registry.hostPort, name: 'library/coalesce', tag: 'cold' });
+    registry.clearRequests();
+    const answers = await Promise.all(Array.from({ length: 8 }, () => http(`${archway.url}/v2/coalesce/manifests/cold`, { headers: { accept: ACCEPT.imagesOnly } })));
+    const amd64Child = dockerList.manifests.find((m) => m.platform.architecture === 'amd64')!;
+    for (const a of answers) assert.equal(a.headers['docker-content-digest'], amd64Child.digest);
+    const gets = (await registry.requests()).filter((q) => q.method === 'GET' && q.path.includes('/manifests/'));
+    // One GET for the tag (the list) and one for the amd64 child, whatever the number of clients.
+    assert.deepEqual(gets.map((q) => q.path.split('/').pop()).sort(), ['cold', amd64Child.digest].sort());
+  });
+
   it('manifests by digest come from the cache after the first fetch', async () => {
     const m = multi.manifests[3]!;
     const first = await http(`${archway.url}/v2/multi/manifests/${m.digest}`, { headers: { accept: ACCEPT.all } });
@@ -249,6 +260,17 @@ describe('tags and referrers', () => {
 });
 
 describe('observability', () => {
+  it('readiness fails when the cache cannot be written', async () => {
+    const { rm, mkdir } = await import('node:fs/promises');
+    await rm(`${archway.cacheDir}/tmp`, { recursive: true, force: true });
+    try {
+      assert.equal((await http(`${archway.url}/readyz`)).status, 503);
+    } finally {
+      await mkdir(`${archway.cacheDir}/tmp`);
+    }
+    assert.equal((await http(`${archway.url}/readyz`)).status, 200);
+  });
+
   it('health, readiness and Prometheus metrics', async () => {
     assert.equal((await http(`${archway.url}/healthz`)).status, 200);
     assert.equal((await http(`${archway.url}/readyz`)).status, 200);

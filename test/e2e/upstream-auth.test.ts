@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
@@ -148,6 +149,30 @@ describe('Basic auth upstream (htpasswd)', () => {
       await good.stop();
       await bad.stop();
       await basic.stop();
+    }
+  });
+});
+
+describe('token expiry', () => {
+  it('fetches a new token once the cached one expires', async () => {
+    const shortIssuer = await startTokenIssuer({ users: { [USER]: PASSWORD, pusher: 'push' }, expiresIn: 2 });
+    const shortRegistry = await startRegistry({ tokenAuth: shortIssuer.authConfig });
+    const archway = await startArchway({ upstreams: { 'registry.example': { url: shortRegistry.url, username: USER, password: PASSWORD } } });
+    try {
+      await pushLayout(built, { hostPort: shortRegistry.hostPort, name: 'private/app', creds: 'pusher:push' });
+      shortIssuer.clearTokenRequests();
+      const m = built.manifests[0]!;
+      await http(`${archway.url}/v2/private/app/manifests/${m.digest}`, { headers: { accept: ACCEPT.all } });
+      await http(`${archway.url}/v2/private/app/blobs/${m.configDigest}`);
+      assert.equal(shortIssuer.tokenRequests().length, 1, 'one token for both requests');
+      await sleep(2100);
+      const r = await http(`${archway.url}/v2/private/app/blobs/${m.layers[0]!.digest}`);
+      assert.equal(sha256(r.body), m.layers[0]!.digest);
+      assert.equal(shortIssuer.tokenRequests().length, 2, 'a fresh token after expires_in');
+    } finally {
+      await archway.stop();
+      await shortRegistry.stop();
+      await shortIssuer.stop();
     }
   });
 });
