@@ -1,4 +1,4 @@
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { RegistryError } from '../errors.ts';
 
 /** The algorithms a digest may name, with the length of their hex encoding. */
@@ -36,10 +36,6 @@ export function digestAlgorithm(d: Digest): DigestAlgorithm {
 
 export function digestHex(d: Digest): string {
   return d.slice(d.indexOf(':') + 1);
-}
-
-export function newHasher(algorithm: DigestAlgorithm): Hash {
-  return createHash(algorithm);
 }
 
 export function digestOf(bytes: Uint8Array, algorithm: DigestAlgorithm = 'sha256'): Digest {

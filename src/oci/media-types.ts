@@ -14,9 +14,8 @@ export const UPSTREAM_MANIFEST_ACCEPT = [
   MediaType.DockerManifestList,
   MediaType.OciManifest,
   MediaType.DockerManifest,
-  // Docker Hub still serves a few ancient schema-1 images; pass them on untouched.
-  'application/vnd.docker.distribution.manifest.v1+prettyjws',
-  'application/vnd.docker.distribution.manifest.v1+json',
+  // Not schema 1: its signatures make the served bytes disagree with its digest, and
+  // every client archway serves reads schema 2.
 ].join(', ');
 
 export function isIndexMediaType(mediaType: string): boolean {

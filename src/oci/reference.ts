@@ -31,7 +31,3 @@ export function parseReference(ref: string): Reference {
   if (isDigestLike(ref)) return { kind: 'digest', digest: parseDigest(ref) };
   return { kind: 'tag', tag: parseTag(ref) };
 }
-
-export function formatReference(ref: Reference): string {
-  return ref.kind === 'tag' ? ref.tag : ref.digest;
-}

@@ -22,7 +22,7 @@ export interface BlobRead {
  * over a finished local file whose digest they checked (`commitFile`), and the
  * store makes it visible atomically. The filesystem store is the first
  * implementation; an object store can follow the same contract
- * (test/store/blob-store.contract.ts).
+ * (test/store/blob-store.contract.ts, run for each backend).
  */
 export interface BlobStore {
   /** Prepare the store (create directories, remove leftovers of interrupted work, index content). */

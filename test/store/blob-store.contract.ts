@@ -1,0 +1,101 @@
+// The contract every BlobStore keeps, written once and run against each
+// implementation (the filesystem store now; an object store later).
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { describe, it } from 'node:test';
+import { digestOf, type Digest } from '../../src/oci/digest.ts';
+import type { BlobStore } from '../../src/store/blob-store.ts';
+
+export interface StoreFixture {
+  store: BlobStore;
+  /** A new store over the same storage, as after a restart. */
+  reopen(): Promise<BlobStore>;
+  cleanup(): Promise<void>;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+async function put(store: BlobStore, bytes: Buffer): Promise<Digest> {
+  const digest = digestOf(bytes);
+  const path = store.tempPath();
+  await writeFile(path, bytes);
+  await store.commitFile(path, { digest, size: bytes.length });
+  return digest;
+}
+
+export function blobStoreContract(name: string, make: (opts: { maxSize: number }) => Promise<StoreFixture>): void {
+  describe(`BlobStore contract: ${name}`, () => {
+    it('a committed blob can be stated, read whole and read by range', async () => {
+      const f = await make({ maxSize: 1 << 30 });
+      try {
+        const bytes = Buffer.from('0123456789abcdef');
+        const digest = await put(f.store, bytes);
+        assert.deepEqual(await f.store.stat(digest), { digest, size: 16 });
+        const whole = await f.store.open(digest);
+        assert.equal(whole?.size, 16);
+        assert.ok((await readAll(whole!.stream)).equals(bytes));
+        const part = await f.store.open(digest, { start: 4, end: 7 });
+        assert.equal((await readAll(part!.stream)).toString(), '4567');
+      } finally {
+        await f.cleanup();
+      }
+    });
+
+    it('an unknown blob is undefined, not an error', async () => {
+      const f = await make({ maxSize: 1 << 30 });
+      try {
+        const digest = digestOf(Buffer.from('nope'));
+        assert.equal(await f.store.stat(digest), undefined);
+        assert.equal(await f.store.open(digest), undefined);
+        assert.equal(await f.store.delete(digest), false);
+      } finally {
+        await f.cleanup();
+      }
+    });
+
+    it('lists, counts, deletes, and keeps its content across a reopen', async () => {
+      const f = await make({ maxSize: 1 << 30 });
+      try {
+        const a = await put(f.store, Buffer.from('a'.repeat(100)));
+        const b = await put(f.store, Buffer.from('b'.repeat(50)));
+        assert.deepEqual(f.store.usage(), { bytes: 150, count: 2 });
+        const listed: string[] = [];
+        for await (const info of f.store.list()) listed.push(info.digest);
+        assert.deepEqual(listed.sort(), [a, b].sort());
+        assert.equal(await f.store.delete(a), true);
+        assert.equal(await f.store.stat(a), undefined);
+        const again = await f.reopen();
+        assert.deepEqual(again.usage(), { bytes: 50, count: 1 });
+        assert.deepEqual(await again.stat(b), { digest: b, size: 50 });
+      } finally {
+        await f.cleanup();
+      }
+    });
+
+    it('evicts least recently used blobs above maxSize, never one that is open', async () => {
+      const f = await make({ maxSize: 250 });
+      try {
+        const a = await put(f.store, Buffer.alloc(100, 1));
+        const b = await put(f.store, Buffer.alloc(100, 2));
+        const reading = await f.store.open(a); // a is now in use, and most recently used
+        const c = await put(f.store, Buffer.alloc(100, 3));
+        assert.ok(await f.store.stat(a), 'open blob kept');
+        assert.equal(await f.store.stat(b), undefined, 'least recently used evicted');
+        assert.ok(await f.store.stat(c));
+        const d = await put(f.store, Buffer.alloc(100, 4));
+        assert.ok(await f.store.stat(a), 'still open, still kept, even over budget');
+        assert.equal(await f.store.delete(a), false, 'an open blob is not deleted');
+        await readAll(reading!.stream);
+        await new Promise((r) => setTimeout(r, 20));
+        assert.ok(f.store.usage().bytes <= 250, 'back under budget once closed');
+        assert.ok(await f.store.stat(d));
+      } finally {
+        await f.cleanup();
+      }
+    });
+  });
+}
