@@ -1,3 +1,4 @@
+import { createServer, type RequestListener } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config/schema.ts';
@@ -8,6 +9,7 @@ import { registerV2Routes } from './http/v2-routes.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { BlobService } from './registry/blob-service.ts';
 import { ManifestService } from './registry/manifest-service.ts';
+import { PlatformPolicy } from './platform/policy.ts';
 import { Router } from './routing/router.ts';
 import { BlobFills } from './store/blob-fills.ts';
 import { FsBlobStore } from './store/fs-blob-store.ts';
@@ -21,6 +23,8 @@ export interface Archway {
   app: FastifyInstance;
   metrics: Metrics;
   logger: Logger;
+  /** Listen on server.port (or `port`) and every server.ports; returns the addresses. */
+  listen(port?: number): Promise<string[]>;
   /** Stop accepting, let in-flight responses finish (bounded), stop fills, release upstream connections. */
   close(): Promise<void>;
 }
@@ -70,7 +74,17 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   });
   const blobs = new BlobService(blobStore, fills, metrics);
 
+  const platforms = new PlatformPolicy(config.platform);
+
+  // Extra listeners (server.ports) share fastify's request handler, captured here.
+  let handler: RequestListener | undefined;
   const app = Fastify({
+    serverFactory: (h) => {
+      handler = h;
+      return createServer(h);
+    },
+    // X-Forwarded-For is believed only from these (it decides the client address for platform rules).
+    trustProxy: config.server.trustedProxies.length ? [...config.server.trustedProxies] : false,
     loggerInstance: logger as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     // Registry clients send long names and digests; nothing else needs more.
@@ -84,7 +98,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   app.addContentTypeParser('*', (_request, _payload, done) => done(null));
   installRequestLog(app, metrics);
   installErrorHandler(app);
-  registerV2Routes(app, { router, manifests, blobs });
+  registerV2Routes(app, { router, manifests, blobs, platforms });
   registerHealthRoutes(app, {
     cacheDir: config.cache.dir,
     metrics,
@@ -95,16 +109,33 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     },
   });
   await app.ready();
+  const extraServers = config.server.ports.map((port) => ({ port, server: createServer(handler as RequestListener) }));
+
+  const listen = async (port = config.server.port): Promise<string[]> => {
+    const addresses = [await app.listen({ host: config.server.host, port })];
+    for (const extra of extraServers) {
+      await new Promise<void>((resolve, reject) => {
+        extra.server.once('error', reject);
+        extra.server.listen(extra.port, config.server.host, () => resolve());
+      });
+      addresses.push(`http://${config.server.host}:${extra.port}`);
+    }
+    return addresses;
+  };
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      const servers = [app.server, ...extraServers.map((e) => e.server)];
       // Connections busy at close become idle when their response ends: close them then,
       // and cut whatever is still running when the bounded wait is over.
-      const idle = setInterval(() => app.server.closeIdleConnections(), 100);
-      const timer = setTimeout(() => app.server.closeAllConnections(), config.server.shutdownTimeout);
+      const idle = setInterval(() => servers.forEach((s) => s.closeIdleConnections()), 100);
+      const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), config.server.shutdownTimeout);
       try {
-        await app.close();
+        await Promise.all([
+          app.close(),
+          ...extraServers.map((e) => (e.server.listening ? new Promise<void>((resolve) => e.server.close(() => resolve())) : undefined)),
+        ]);
       } finally {
         clearInterval(idle);
         clearTimeout(timer);
@@ -113,5 +144,5 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       await dispatchers.close();
     })());
 
-  return { app, metrics, logger, close };
+  return { app, metrics, logger, listen, close };
 }

@@ -19,7 +19,7 @@ async function main(): Promise<void> {
   }
   // Building reads the files the config names (passwords, CAs): their errors are config errors too.
   const archway = await buildArchway(config).catch(exitOnConfigError);
-  const { app, logger } = archway;
+  const { logger } = archway;
   const shutdown = async (signal: string) => {
     logger.info({ signal }, 'shutting down');
     try {
@@ -34,8 +34,8 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
 
-  const address = await app.listen({ host: config.server.host, port: config.server.port });
-  logger.info({ address, upstreams: Object.keys(config.upstreams), cacheDir: config.cache.dir }, 'archway listening');
+  const addresses = await archway.listen();
+  logger.info({ addresses, upstreams: Object.keys(config.upstreams), cacheDir: config.cache.dir }, 'archway listening');
 }
 
 function exitOnConfigError(err: unknown): never {

@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import { parseCidr } from '../platform/cidr.ts';
+import { formatPlatform, parsePlatform } from '../platform/platform.ts';
 import { parseDuration, parseSize } from './units.ts';
 
 /** A size or duration in human units, parsed by `parse`; its error message becomes the field's. */
@@ -15,6 +17,56 @@ function withUnits(parse: (v: string | number) => number) {
 
 const size = withUnits(parseSize);
 const duration = withUnits(parseDuration);
+
+const platformString = z.string().transform((v, ctx) => {
+  try {
+    return formatPlatform(parsePlatform(v));
+  } catch (e) {
+    ctx.addIssue({ code: 'custom', message: (e as Error).message });
+    return z.NEVER;
+  }
+});
+
+const cidr = z.string().refine(
+  (v) => {
+    try {
+      parseCidr(v);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be an IP address or CIDR, e.g. 10.0.0.0/8' },
+);
+
+const regex = z.string().refine(
+  (v) => {
+    try {
+      new RegExp(v);
+      return true;
+    } catch {
+      return false;
+    }
+  },
+  { message: 'must be a valid regular expression' },
+);
+
+const platformRule = z
+  .object({
+    match: z
+      .object({
+        port: z.number().int().min(1).max(65535).optional(),
+        host: z.string().optional(),
+        clientCidr: z.union([cidr, z.array(cidr)]).optional(),
+        userAgent: regex.optional(),
+        repository: z.string().optional(),
+      })
+      .strict()
+      .default({}),
+    platform: z.union([z.literal('detected'), platformString]),
+    mode: z.enum(['passthrough', 'resolve', 'filter']),
+  })
+  .strict();
 
 const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
 
@@ -43,6 +95,10 @@ export const configSchema = z
       .object({
         host: z.string().default('0.0.0.0'),
         port: z.number().int().min(0).max(65535).default(5000),
+        /** More listeners, e.g. one per platform rule (`platform.rules[].match.port`). */
+        ports: z.array(z.number().int().min(1).max(65535)).default([]),
+        /** Proxies whose X-Forwarded-For is believed (addresses or CIDRs); nobody else's is. */
+        trustedProxies: z.array(cidr).default([]),
         /** How long shutdown waits for in-flight responses before closing them. */
         shutdownTimeout: duration.default(10_000),
       })
@@ -70,6 +126,15 @@ export const configSchema = z
       .prefault({}),
     upstreams: z.record(z.string().regex(/^[a-z0-9.-]+(?::\d+)?$/, 'upstream keys are registry hosts, e.g. docker.io'), upstream),
     defaultUpstream: z.string(),
+    platform: z
+      .object({
+        /** What a client that cannot read indexes gets when neither a rule nor its User-Agent names a platform. */
+        default: platformString.default('linux/amd64'),
+        /** First match wins; no match: passthrough. */
+        rules: z.array(platformRule).default([]),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -79,6 +144,12 @@ export const configSchema = z
   .superRefine((c, ctx) => {
     if (Object.keys(c.upstreams).length === 0) {
       ctx.addIssue({ code: 'custom', path: ['upstreams'], message: 'configure at least one upstream' });
+    }
+    for (const [i, rule] of c.platform.rules.entries()) {
+      const port = rule.match.port;
+      if (port !== undefined && port !== c.server.port && !c.server.ports.includes(port)) {
+        ctx.addIssue({ code: 'custom', path: ['platform', 'rules', i, 'match', 'port'], message: `archway does not listen on ${port} (add it to server.ports)` });
+      }
     }
     if (!(c.defaultUpstream in c.upstreams)) {
       ctx.addIssue({ code: 'custom', path: ['defaultUpstream'], message: `"${c.defaultUpstream}" is not a key of upstreams` });

@@ -8,6 +8,8 @@ export interface RequestContext {
   outcome?: CacheOutcome;
   /** Time spent waiting on the upstream before the answer could start. */
   upstreamMs?: number;
+  /** `resolve:linux/arm64` when the answer was made for a platform. */
+  platform?: string;
   startedAt: number;
 }
 
@@ -41,6 +43,7 @@ export function installRequestLog(app: FastifyInstance, metrics: Metrics): void 
           complete,
           ms: Math.round((performance.now() - ctx.startedAt) * 10) / 10,
           cache: ctx.outcome,
+          platform: ctx.platform,
           upstreamMs: ctx.upstreamMs === undefined ? undefined : Math.round(ctx.upstreamMs * 10) / 10,
           remote: request.ip,
           ua: request.headers['user-agent'],

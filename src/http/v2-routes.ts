@@ -3,7 +3,9 @@ import { RegistryError } from '../errors.ts';
 import { acceptedMediaTypes } from '../oci/media-types.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import type { ManifestService } from '../registry/manifest-service.ts';
-import type { Router } from '../routing/router.ts';
+import { formatPlatform } from '../platform/platform.ts';
+import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
+import type { Route, Router } from '../routing/router.ts';
 import { rewriteLink } from './link.ts';
 import { parseRange } from './range.ts';
 import { parseV2Path } from './v2-path.ts';
@@ -12,6 +14,7 @@ export interface V2Services {
   router: Router;
   manifests: ManifestService;
   blobs: BlobService;
+  platforms: PlatformPolicy;
 }
 
 const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
@@ -60,8 +63,13 @@ async function manifest(
 ) {
   const route = services.router.resolve(name);
   const started = performance.now();
-  const { manifest, outcome } = await services.manifests.get(route, reference, acceptedMediaTypes(request.headers.accept));
+  const decision = services.platforms.decide(clientFacts(request, name, route));
+  const { manifest, outcome, rewrite } = await services.manifests.get(route, reference, acceptedMediaTypes(request.headers.accept), decision);
   noteOutcome(request, outcome, started);
+  if (rewrite) {
+    request.archway.platform = `${rewrite.mode}:${formatPlatform(rewrite.platform)}`;
+    reply.header('x-archway-platform', formatPlatform(rewrite.platform)).header('x-archway-source-digest', rewrite.sourceDigest);
+  }
   const etag = `"${manifest.digest}"`;
   reply
     .header('content-type', manifest.mediaType)
@@ -144,6 +152,17 @@ function withClientName(body: Buffer, upstreamRepository: string, name: string):
   } catch {
     return body;
   }
+}
+
+/** What the platform rules look at. */
+function clientFacts(request: FastifyRequest, name: string, route: Route): ClientFacts {
+  return {
+    port: request.raw.socket.localPort ?? 0,
+    host: request.hostname || undefined,
+    address: request.ip,
+    userAgent: request.headers['user-agent'],
+    repositories: [name, route.repository, `${route.upstream.name}/${route.repository}`],
+  };
 }
 
 function noteOutcome(request: FastifyRequest, outcome: FastifyRequest['archway']['outcome'], started: number): void {

@@ -64,6 +64,12 @@ export function createMetrics() {
       labelNames: ['upstream'] as const,
       registers: [registry],
     }),
+    platformRewrites: new Counter({
+      name: 'archway_platform_rewrites_total',
+      help: 'Tag answers made for one platform from a multi-platform index, by mode and platform',
+      labelNames: ['mode', 'platform'] as const,
+      registers: [registry],
+    }),
     cacheBytes: new Gauge({
       name: 'archway_cache_bytes',
       help: 'Bytes of blobs held in the cache',

@@ -1,11 +1,15 @@
 import type { Logger } from 'pino';
 import { RegistryError } from '../errors.ts';
-import type { Digest } from '../oci/digest.ts';
-import { parseIndex, type ManifestIndex } from '../oci/manifest.ts';
+import { LRUCache } from 'lru-cache';
+import { digestOf, type Digest } from '../oci/digest.ts';
+import { parseIndex, type Descriptor, type ManifestIndex } from '../oci/manifest.ts';
 import { clientAcceptsIndex, isIndexMediaType } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { defaultPlatformEntry } from '../platform/default-platform.ts';
+import { filterIndex } from '../platform/filter-index.ts';
+import { availablePlatforms, bestMatch } from '../platform/match.ts';
+import { formatPlatform, type Platform } from '../platform/platform.ts';
+import type { PlatformDecision } from '../platform/policy.ts';
 import type { Route } from '../routing/router.ts';
 import type { ManifestStore, StoredManifest } from '../store/manifest-store.ts';
 import type { TagRecord, TagStore } from '../store/tag-store.ts';
@@ -16,6 +20,8 @@ import type { CacheOutcome } from './cache-outcome.ts';
 export interface ManifestAnswer {
   manifest: StoredManifest;
   outcome: CacheOutcome;
+  /** Set when the answer was made for a platform from an upstream index. */
+  rewrite?: { mode: 'resolve' | 'filter'; platform: Platform; sourceDigest: Digest };
 }
 
 export interface ManifestServiceOptions {
@@ -40,26 +46,63 @@ type TagAnswer = ManifestAnswer & { record: TagRecord };
 export class ManifestService {
   private readonly tagFlights = new SingleFlight<TagAnswer>();
   private readonly digestFlights = new SingleFlight<StoredManifest>();
+  /** Narrowed indexes by (upstream, index digest, kept entry): computed once, not per request. */
+  private readonly filteredIndexes = new LRUCache<string, StoredManifest>({ max: 10_000 });
   private readonly now: () => number;
 
   constructor(private readonly opts: ManifestServiceOptions) {
     this.now = opts.now ?? Date.now;
   }
 
-  async get(route: Route, reference: Reference, accepted: Set<string>): Promise<ManifestAnswer> {
+  /**
+   * Answer a manifest request. By digest: the stored bytes, never rewritten.
+   * By tag: the upstream's answer, or, when it is an index and the decision
+   * (or a client that cannot read indexes) asks for it, the chosen platform's
+   * image manifest (resolve) or the index narrowed to it (filter).
+   */
+  async get(route: Route, reference: Reference, accepted: Set<string>, decision: PlatformDecision): Promise<ManifestAnswer> {
     if (reference.kind === 'digest') return this.counted(await this.byDigest(route, reference.digest), 'manifest');
     const answer = this.counted(await this.byTag(route, reference.tag), 'tag');
     const { manifest } = answer;
-    if (!isIndexMediaType(manifest.mediaType) || clientAcceptsIndex(accepted, manifest.mediaType)) return answer;
-    // A client that cannot read indexes gets the linux/amd64 image, as registries answer.
-    const entry = defaultPlatformEntry(this.index(route, manifest));
-    if (!entry) {
-      throw new RegistryError('MANIFEST_UNKNOWN', 'the tag is a multi-platform index without linux/amd64, and the client does not accept indexes', {
-        detail: { tag: reference.tag, mediaType: manifest.mediaType },
-      });
+    if (!isIndexMediaType(manifest.mediaType)) return answer;
+    const mode = clientAcceptsIndex(accepted, manifest.mediaType) ? decision.mode : 'resolve';
+    if (mode === 'passthrough') return answer;
+
+    const index = this.index(route, manifest);
+    const entry = bestMatch(index, decision.platform);
+    if (!entry?.platform) {
+      const offered = availablePlatforms(index).map(formatPlatform);
+      throw new RegistryError(
+        'MANIFEST_UNKNOWN',
+        `no image for ${formatPlatform(decision.platform)} in ${reference.tag}; it has ${offered.length ? offered.join(', ') : 'no platforms'}`,
+        { detail: { tag: reference.tag, wanted: formatPlatform(decision.platform), available: offered } },
+      );
     }
-    const child = await this.byDigest(route, entry.digest);
-    return { manifest: child.manifest, outcome: answer.outcome };
+    const platform = entry.platform;
+    this.opts.metrics.platformRewrites.inc({ mode, platform: formatPlatform(platform) });
+    const rewrite = { mode, platform, sourceDigest: manifest.digest };
+    if (mode === 'resolve') {
+      const child = await this.byDigest(route, entry.digest);
+      return { manifest: child.manifest, outcome: answer.outcome, rewrite };
+    }
+    return { manifest: await this.filtered(route, manifest, entry), outcome: answer.outcome, rewrite };
+  }
+
+  /**
+   * The index narrowed to one entry. It is stored like any manifest, so a GET
+   * or HEAD by its new digest (containerd resolves a tag with HEAD, then GETs
+   * by digest) answers the same bytes, also after a restart.
+   */
+  private async filtered(route: Route, index: StoredManifest, keep: Descriptor): Promise<StoredManifest> {
+    const upstream = route.upstream.name;
+    const key = `${upstream}\n${index.digest}\n${keep.digest}`;
+    const known = this.filteredIndexes.get(key);
+    if (known) return known;
+    const bytes = filterIndex(index.bytes, keep);
+    const filtered: StoredManifest = { digest: digestOf(bytes), mediaType: index.mediaType, bytes };
+    await this.opts.manifests.put(upstream, filtered);
+    this.filteredIndexes.set(key, filtered);
+    return filtered;
   }
 
   private async byDigest(route: Route, digest: Digest): Promise<ManifestAnswer> {

@@ -30,6 +30,10 @@ export interface StartArchwayOptions {
   cache?: Partial<NonNullable<ConfigInput['cache']>>;
   timeouts?: Partial<NonNullable<ConfigInput['timeouts']>>;
   cacheDir?: string;
+  /** Extra listeners (server.ports) and platform policy, as in the config file. */
+  ports?: number[];
+  trustedProxies?: string[];
+  platform?: ConfigInput['platform'];
 }
 
 export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHandle> {
@@ -42,7 +46,8 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
     },
   });
   const config = parseConfig({
-    server: { host: '127.0.0.1', port: 0, shutdownTimeout: '2s' },
+    server: { host: '127.0.0.1', port: 0, shutdownTimeout: '2s', ports: opts.ports ?? [], trustedProxies: opts.trustedProxies ?? [] },
+    platform: opts.platform,
     cache: { dir: cacheDir, ...opts.cache },
     timeouts: { connect: '2s', headers: '10s', bodyIdle: '10s', ...opts.timeouts },
     upstreams: opts.upstreams,
@@ -54,7 +59,7 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
   let archway: Archway;
   const start = async () => {
     archway = await buildArchway(config, { logger: pino({ level: 'debug' }, sink) });
-    await archway.app.listen({ host: '127.0.0.1', port });
+    await archway.listen(port);
     port = (archway.app.server.address() as AddressInfo).port;
   };
   await start();
