@@ -18,6 +18,17 @@ describe('configuration', () => {
     assert.ok(Object.isFrozen(c.cache), 'the config is frozen');
   });
 
+  it('reads platform rules, normalising their platforms', () => {
+    const c = parseConfig({
+      ...minimal,
+      server: { port: 5000, ports: [5001] },
+      platform: { default: 'linux/x86_64', rules: [{ match: { port: 5001 }, platform: 'linux/aarch64', mode: 'resolve' }] },
+    });
+    assert.equal(c.platform.default, 'linux/amd64');
+    assert.equal(c.platform.rules[0]?.platform, 'linux/arm64');
+    assert.deepEqual(c.server.ports, [5001]);
+  });
+
   it('ships a default config that loads: port 5000, Docker Hub, ./data', () => {
     const c = loadConfigFile('config/default.yaml');
     assert.equal(c.server.port, 5000);
@@ -34,6 +45,12 @@ describe('configuration', () => {
     ['an upstream URL that is not http', { ...minimal, upstreams: { 'docker.io': { url: 'ftp://x' } } }, /upstreams\.docker\.io\.url/],
     ['two password sources', { ...minimal, upstreams: { 'docker.io': { url: 'https://x', password: 'a', passwordEnv: 'B' } } }, /at most one of password/],
     ['no upstreams', { upstreams: {}, defaultUpstream: 'docker.io' }, /upstreams: configure at least one upstream/],
+    ['a bad platform in a rule', { ...minimal, platform: { rules: [{ platform: 'linux', mode: 'resolve' }] } }, /platform\.rules\.0\.platform: invalid platform "linux"/],
+    ['an unknown mode', { ...minimal, platform: { rules: [{ platform: 'linux/arm64', mode: 'rewrite' }] } }, /platform\.rules\.0\.mode/],
+    ['a bad User-Agent regex', { ...minimal, platform: { rules: [{ match: { userAgent: '(' }, platform: 'detected', mode: 'resolve' }] } }, /match\.userAgent: must be a valid regular expression/],
+    ['a bad CIDR', { ...minimal, platform: { rules: [{ match: { clientCidr: '10.0.0.0/40' }, platform: 'linux/arm64', mode: 'resolve' }] } }, /match\.clientCidr/],
+    ['a rule on a port archway does not listen on', { ...minimal, platform: { rules: [{ match: { port: 6000 }, platform: 'linux/arm64', mode: 'resolve' }] } }, /platform\.rules\.0\.match\.port: archway does not listen on 6000/],
+    ['a bad default platform', { ...minimal, platform: { default: 'amd64' } }, /platform\.default: invalid platform/],
     ['a port out of range', { ...minimal, server: { port: 70000 } }, /server\.port/],
   ];
   for (const [what, raw, message] of bad) {
