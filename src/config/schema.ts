@@ -18,14 +18,17 @@ function withUnits(parse: (v: string | number) => number) {
 const size = withUnits(parseSize);
 const duration = withUnits(parseDuration);
 
-const platformString = z.string().transform((v, ctx) => {
+/** os/arch[/variant], normalised (`linux/aarch64` is stored as `linux/arm64`). */
+function normalisedPlatform(v: string, ctx: z.RefinementCtx): string {
   try {
     return formatPlatform(parsePlatform(v));
   } catch (e) {
     ctx.addIssue({ code: 'custom', message: (e as Error).message });
     return z.NEVER;
   }
-});
+}
+
+const platformString = z.string().transform(normalisedPlatform);
 
 const cidr = z.string().refine(
   (v) => {
@@ -63,7 +66,8 @@ const platformRule = z
       })
       .strict()
       .default({}),
-    platform: z.union([z.literal('detected'), platformString]),
+    /** `detected` (from the client's User-Agent) or a forced os/arch[/variant]. */
+    platform: z.string().transform((v, ctx) => (v === 'detected' ? v : normalisedPlatform(v, ctx))),
     mode: z.enum(['passthrough', 'resolve', 'filter']),
   })
   .strict();
