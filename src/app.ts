@@ -10,7 +10,7 @@ import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { BlobService } from './registry/blob-service.ts';
 import { ManifestService } from './registry/manifest-service.ts';
 import { PlatformPolicy } from './platform/policy.ts';
-import { Router } from './routing/router.ts';
+import { Router, type RouterUpstream } from './routing/router.ts';
 import { BlobFills } from './store/blob-fills.ts';
 import { FsBlobStore } from './store/fs-blob-store.ts';
 import { FsManifestStore } from './store/manifest-store.ts';
@@ -48,19 +48,17 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   await tagStore.init();
 
   const dispatchers = new Dispatchers(config);
-  const upstreams = new Map<string, UpstreamClient>();
+  const upstreams = new Map<string, RouterUpstream>();
   for (const [name, upstream] of Object.entries(config.upstreams)) {
-    upstreams.set(
+    const client = new UpstreamClient({
       name,
-      new UpstreamClient({
-        name,
-        url: upstream.url,
-        credentials: resolveCredentials(name, upstream),
-        dispatcher: dispatchers.for(name, upstream),
-        timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle },
-        metrics,
-      }),
-    );
+      url: upstream.url,
+      credentials: resolveCredentials(name, upstream),
+      dispatcher: dispatchers.for(name, upstream),
+      timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle },
+      metrics,
+    });
+    upstreams.set(name, { client, aliases: upstream.aliases });
   }
   const router = new Router(upstreams, config.defaultUpstream);
   const fills = new BlobFills(blobStore, metrics, logger);

@@ -87,6 +87,8 @@ const upstream = z
     ca: z.string().optional(),
     /** Skip TLS certificate verification (self-signed test registries only). */
     insecure: z.boolean().default(false),
+    /** Other names clients use for this registry (docker.io: index.docker.io, registry-1.docker.io). */
+    aliases: z.array(z.string().regex(/^[a-z0-9.-]+(?::\d+)?$/, 'aliases are registry hosts')).default([]),
   })
   .strict()
   .refine((u) => [u.password, u.passwordFile, u.passwordEnv].filter((p) => p !== undefined).length <= 1, {

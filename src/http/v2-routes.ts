@@ -36,17 +36,21 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
     }
     const target = parseV2Path(path);
     request.archway.route = target.endpoint;
+    // containerd mirrors name the registry they mean in ?ns= on every request; it is echoed back.
+    const ns = new URLSearchParams(query).get('ns') ?? undefined;
+    if (ns !== undefined) reply.header('oci-namespace', ns);
+    const resolve = (name: string) => services.router.resolve(name, ns);
     switch (target.endpoint) {
       case 'base':
         return reply.header('content-type', 'application/json').send({});
       case 'manifest':
-        return manifest(request, reply, services, target.name, target.reference);
+        return manifest(request, reply, services, resolve(target.name), target.name, target.reference);
       case 'blob':
-        return blob(request, reply, services, target.name, target.digest);
+        return blob(request, reply, services, resolve(target.name), target.digest);
       case 'tags':
-        return tags(reply, services, target.name, query);
+        return tags(reply, resolve(target.name), target.name, upstreamQuery(query));
       case 'referrers':
-        return referrers(reply, services, target.name, target.digest, query);
+        return referrers(reply, resolve(target.name), target.digest, upstreamQuery(query));
     }
   };
 
@@ -58,10 +62,10 @@ async function manifest(
   request: FastifyRequest,
   reply: FastifyReply,
   services: V2Services,
+  route: Route,
   name: string,
   reference: Parameters<ManifestService['get']>[1],
 ) {
-  const route = services.router.resolve(name);
   const started = performance.now();
   const decision = services.platforms.decide(clientFacts(request, name, route));
   const { manifest, outcome, rewrite } = await services.manifests.get(route, reference, acceptedMediaTypes(request.headers.accept), decision);
@@ -82,8 +86,7 @@ async function manifest(
   return reply.send(request.method === 'HEAD' ? undefined : manifest.bytes);
 }
 
-async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Services, name: string, digest: Parameters<BlobService['get']>[1]) {
-  const route = services.router.resolve(name);
+async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Services, route: Route, digest: Parameters<BlobService['get']>[1]) {
   const started = performance.now();
   if (request.method === 'HEAD') {
     const { size, outcome } = await services.blobs.head(route, digest);
@@ -116,8 +119,7 @@ function blobHeaders(reply: FastifyReply, digest: string): void {
   reply.header('docker-content-digest', digest).header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
 }
 
-async function tags(reply: FastifyReply, services: V2Services, name: string, query: string) {
-  const route = services.router.resolve(name);
+async function tags(reply: FastifyReply, route: Route, name: string, query: string) {
   reply.request.archway.outcome = 'pass';
   const res = await route.upstream.listTags(route.repository, query);
   const link = res.headers.link;
@@ -130,8 +132,7 @@ async function tags(reply: FastifyReply, services: V2Services, name: string, que
     .send(withClientName(res.body, route.repository, name));
 }
 
-async function referrers(reply: FastifyReply, services: V2Services, name: string, digest: Parameters<BlobService['get']>[1], query: string) {
-  const route = services.router.resolve(name);
+async function referrers(reply: FastifyReply, route: Route, digest: Parameters<BlobService['get']>[1], query: string) {
   reply.request.archway.outcome = 'pass';
   const res = await route.upstream.referrers(route.repository, digest, query);
   reply.header('content-type', 'application/vnd.oci.image.index.v1+json');
@@ -176,6 +177,14 @@ function matchesEtag(ifNoneMatch: string | undefined, etag: string): boolean {
     const v = t.trim().replace(/^W\//, '');
     return v === '*' || v === etag || v === etag.slice(1, -1);
   });
+}
+
+/** The query to pass upstream: the client's, without archway's own `ns`. */
+function upstreamQuery(query: string): string {
+  const params = new URLSearchParams(query);
+  params.delete('ns');
+  const rest = params.toString();
+  return rest ? `?${rest}` : '';
 }
 
 function splitUrl(url: string): [string, string] {
