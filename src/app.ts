@@ -9,9 +9,11 @@ import { registerV2Routes } from './http/v2-routes.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { BlobService } from './registry/blob-service.ts';
 import { ManifestService } from './registry/manifest-service.ts';
+import { RepositoryAccess } from './registry/repository-access.ts';
 import { PlatformPolicy } from './platform/policy.ts';
 import { Router, type RouterUpstream } from './routing/router.ts';
 import { BlobFills } from './store/blob-fills.ts';
+import { FsConfirmationStore } from './store/confirmation-store.ts';
 import { FsBlobStore } from './store/fs-blob-store.ts';
 import { FsManifestStore } from './store/manifest-store.ts';
 import { FsTagStore } from './store/tag-store.ts';
@@ -42,18 +44,22 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   const blobStore = new FsBlobStore({ dir: config.cache.dir, maxSize: config.cache.maxSize, logger, onEvict: () => metrics.evictions.inc() });
   const manifestStore = new FsManifestStore(config.cache.dir);
   const tagStore = new FsTagStore(config.cache.dir);
+  const confirmations = new FsConfirmationStore(config.cache.dir);
   // The blob store first: it clears the shared temp directory of leftovers.
   await blobStore.init();
   await manifestStore.init();
   await tagStore.init();
+  await confirmations.init();
 
   const dispatchers = new Dispatchers(config);
   const upstreams = new Map<string, RouterUpstream>();
   for (const [name, upstream] of Object.entries(config.upstreams)) {
+    const credentials = resolveCredentials(name, upstream);
     const client = new UpstreamClient({
       name,
       url: upstream.url,
-      credentials: resolveCredentials(name, upstream),
+      credentials,
+      isolated: upstream.repositoryIsolation ?? credentials !== undefined,
       dispatcher: dispatchers.for(name, upstream),
       timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle },
       metrics,
@@ -62,15 +68,17 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   }
   const router = new Router(upstreams, config.defaultUpstream);
   const fills = new BlobFills(blobStore, metrics, logger);
+  const access = new RepositoryAccess(confirmations);
   const manifests = new ManifestService({
     manifests: manifestStore,
     tags: tagStore,
+    access,
     tagTtlMs: config.cache.tagTtl,
     revalidateTimeoutMs: config.timeouts.revalidate,
     metrics,
     logger,
   });
-  const blobs = new BlobService(blobStore, fills, metrics);
+  const blobs = new BlobService(blobStore, fills, access, metrics);
 
   const platforms = new PlatformPolicy(config.platform);
 

@@ -87,6 +87,11 @@ const upstream = z
     ca: z.string().optional(),
     /** Skip TLS certificate verification (self-signed test registries only). */
     insecure: z.boolean().default(false),
+    /**
+     * Serve content cached through one repository to another only after the upstream
+     * confirms it there. Default: on when credentials are configured (private content).
+     */
+    repositoryIsolation: z.boolean().optional(),
     /** Other names clients use for this registry (docker.io: index.docker.io, registry-1.docker.io). */
     aliases: z.array(z.string().regex(/^[a-z0-9.-]+(?::\d+)?$/, 'aliases are registry hosts')).default([]),
   })

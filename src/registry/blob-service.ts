@@ -5,6 +5,7 @@ import type { Route } from '../routing/router.ts';
 import type { BlobFills } from '../store/blob-fills.ts';
 import type { BlobStore, ByteRange } from '../store/blob-store.ts';
 import type { CacheOutcome } from './cache-outcome.ts';
+import type { RepositoryAccess } from './repository-access.ts';
 
 /** How to cut the answer once the blob's size is known. */
 export type RangeChooser = (size: number) => ByteRange | 'unsatisfiable' | undefined;
@@ -22,21 +23,29 @@ export class BlobService {
   constructor(
     private readonly store: BlobStore,
     private readonly fills: BlobFills,
+    private readonly access: RepositoryAccess,
     private readonly metrics: Metrics,
   ) {}
 
   /** HEAD: from the cache or a running fill; otherwise a HEAD upstream, never a download. */
   async head(route: Route, digest: Digest): Promise<{ size: number | undefined; outcome: CacheOutcome }> {
     const info = await this.store.stat(digest);
-    if (info) return this.counted({ size: info.size, outcome: 'hit' });
+    if (info) {
+      await this.access.ensure(route, digest, 'blob');
+      return this.counted({ size: info.size, outcome: 'hit' });
+    }
     const fill = this.fills.get(route.upstream.name, digest);
-    if (fill?.size !== undefined) return this.counted({ size: fill.size, outcome: 'coalesced' });
+    if (fill?.size !== undefined) {
+      await this.access.ensure(route, digest, 'blob');
+      return this.counted({ size: fill.size, outcome: 'coalesced' });
+    }
     const { size } = await route.upstream.headBlob(route.repository, digest);
     return this.counted({ size, outcome: 'pass' });
   }
 
   async get(route: Route, digest: Digest, chooseRange: RangeChooser): Promise<BlobAnswer> {
     const info = await this.store.stat(digest);
+    if (info) await this.access.ensure(route, digest, 'blob');
     if (info) {
       const range = chooseRange(info.size);
       if (range === 'unsatisfiable') return this.counted({ kind: 'unsatisfiable' as const, size: info.size, outcome: 'hit' });
@@ -51,7 +60,13 @@ export class BlobService {
     }
     let fill = this.fills.get(route.upstream.name, digest);
     const outcome: CacheOutcome = fill ? 'coalesced' : 'miss';
-    fill ??= this.fills.start(route.upstream.name, digest, (signal) => route.upstream.getBlob(route.repository, digest, signal));
+    // Joining a download started for another repository needs the same confirmation as a hit.
+    if (fill) await this.access.ensure(route, digest, 'blob');
+    fill ??= this.fills.start(route.upstream.name, digest, async (signal) => {
+      const res = await route.upstream.getBlob(route.repository, digest, signal);
+      await this.access.record(route, digest);
+      return res;
+    });
     // Take the reader before waiting, so the fill keeps its file for us.
     const reader = fill.reader((n) => this.metrics.servedBytes.inc({ source: 'upstream' }, n));
     try {

@@ -16,6 +16,7 @@ import type { TagRecord, TagStore } from '../store/tag-store.ts';
 import { badUpstream, isUpstreamOutage } from '../upstream/errors.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 import type { CacheOutcome } from './cache-outcome.ts';
+import type { RepositoryAccess } from './repository-access.ts';
 
 export interface ManifestAnswer {
   manifest: StoredManifest;
@@ -27,6 +28,7 @@ export interface ManifestAnswer {
 export interface ManifestServiceOptions {
   manifests: ManifestStore;
   tags: TagStore;
+  access: RepositoryAccess;
   tagTtlMs: number;
   /** How long a revalidation may take before the cached tag is served stale. */
   revalidateTimeoutMs: number;
@@ -96,22 +98,29 @@ export class ManifestService {
   private async filtered(route: Route, index: StoredManifest, keep: Descriptor): Promise<StoredManifest> {
     const upstream = route.upstream.name;
     const key = `${upstream}\n${index.digest}\n${keep.digest}`;
-    const known = this.filteredIndexes.get(key);
-    if (known) return known;
-    const bytes = filterIndex(index.bytes, keep);
-    const filtered: StoredManifest = { digest: digestOf(bytes), mediaType: index.mediaType, bytes };
-    await this.opts.manifests.put(upstream, filtered);
-    this.filteredIndexes.set(key, filtered);
+    let filtered = this.filteredIndexes.get(key);
+    if (!filtered) {
+      const bytes = filterIndex(index.bytes, keep);
+      filtered = { digest: digestOf(bytes), mediaType: index.mediaType, bytes };
+      await this.opts.manifests.put(upstream, filtered);
+      this.filteredIndexes.set(key, filtered);
+    }
+    // Made by archway for this repository's tag: the upstream has never seen this digest.
+    await this.opts.access.record(route, filtered.digest);
     return filtered;
   }
 
   private async byDigest(route: Route, digest: Digest): Promise<ManifestAnswer> {
     const upstream = route.upstream.name;
     const cached = await this.opts.manifests.get(upstream, digest);
-    if (cached) return { manifest: cached, outcome: 'hit' };
-    const { value, joined } = await this.digestFlights.run(`${upstream}\n${digest}`, async () => {
+    if (cached) {
+      await this.opts.access.ensure(route, digest, 'manifest');
+      return { manifest: cached, outcome: 'hit' };
+    }
+    const { value, joined } = await this.digestFlights.run(`${upstream}\n${route.repository}\n${digest}`, async () => {
       const fetched = await route.upstream.getManifest(route.repository, digest);
       await this.opts.manifests.put(upstream, fetched);
+      await this.opts.access.record(route, digest);
       return fetched;
     });
     return { manifest: value, outcome: joined ? 'coalesced' : 'miss' };
@@ -151,6 +160,7 @@ export class ManifestService {
       }
       const fetched = await upstream.getManifest(route.repository, tag);
       await manifests.put(upstream.name, fetched);
+      await this.opts.access.record(route, fetched.digest);
       const record: TagRecord = { digest: fetched.digest, mediaType: fetched.mediaType, checkedAt: this.now() };
       await tags.set(upstream.name, route.repository, tag, record);
       return { record, manifest: fetched, outcome: 'miss' };

@@ -23,6 +23,8 @@ export interface UpstreamOptions {
   dispatcher: Dispatcher;
   timeouts: { headers: number; bodyIdle: number };
   metrics: Metrics;
+  /** See RepositoryAccess. */
+  isolated: boolean;
 }
 
 export interface FetchedManifest {
@@ -66,12 +68,14 @@ interface SendOptions {
  */
 export class UpstreamClient {
   readonly name: string;
+  readonly isolated: boolean;
   readonly health = new UpstreamHealth();
   private readonly base: URL;
   private readonly auth: UpstreamAuth;
 
   constructor(private readonly opts: UpstreamOptions) {
     this.name = opts.name;
+    this.isolated = opts.isolated;
     this.base = new URL(opts.url);
     // Userinfo in the URL would be sent on every request: keep it out, use username/password.
     this.base.username = '';

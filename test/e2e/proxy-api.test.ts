@@ -193,6 +193,15 @@ describe('blobs', () => {
     assert.equal(blobGets.length, 1, 'one upstream GET for two client GETs');
   });
 
+  it('an upstream without credentials shares cached blobs across repositories', async () => {
+    const layer = amd64().layers[0]!;
+    await http(`${archway.url}/v2/multi/blobs/${layer.digest}`);
+    registry.clearRequests();
+    const elsewhere = await http(`${archway.url}/v2/some/other/repo/blobs/${layer.digest}`);
+    assert.equal(sha256(elsewhere.body), layer.digest);
+    assert.equal((await registry.requests()).length, 0);
+  });
+
   it('8 concurrent cold requests for one blob make exactly one upstream GET, and all get the whole blob', async () => {
     const layer = multi.manifests.find((m) => m.platform.architecture === 's390x')!.layers[0]!;
     registry.clearRequests();

@@ -176,3 +176,57 @@ describe('token expiry', () => {
     }
   });
 });
+
+describe('repository isolation', () => {
+  it('content cached through one private repository is served to another only if the upstream confirms it there', async () => {
+    const archway = await startArchway({ upstreams: { 'registry.example': { url: registry.url, username: USER, password: PASSWORD } } });
+    try {
+      const m = built.manifests[0]!;
+      const layer = m.layers[0]!;
+      const fromApp = await http(`${archway.url}/v2/private/app/blobs/${layer.digest}`);
+      assert.equal(sha256(fromApp.body), layer.digest);
+      await http(`${archway.url}/v2/private/app/manifests/${m.digest}`, { headers: { accept: ACCEPT.all } });
+
+      // Knowing the digest is not enough: the upstream says private/secretless lacks it.
+      registry.clearRequests();
+      const blob = await http(`${archway.url}/v2/private/secretless/blobs/${layer.digest}`);
+      assert.equal(blob.status, 404);
+      assert.equal(blob.json<{ errors: Array<{ code: string }> }>().errors[0]?.code, 'BLOB_UNKNOWN');
+      const manifest = await http(`${archway.url}/v2/private/secretless/manifests/${m.digest}`, { headers: { accept: ACCEPT.all } });
+      assert.equal(manifest.status, 404);
+      const asked = (await registry.requests()).filter((q) => q.path.startsWith('/v2/private/secretless/'));
+      assert.ok(asked.length >= 2 && asked.every((q) => q.method === 'HEAD'), 'asked with HEADs, downloaded nothing');
+
+      // A repository that has it is confirmed once with a HEAD, then served from the cache.
+      await pushLayout(built, { hostPort: registry.hostPort, name: 'private/copy', creds: 'pusher:push' });
+      registry.clearRequests();
+      const confirmed = await http(`${archway.url}/v2/private/copy/blobs/${layer.digest}`);
+      assert.equal(sha256(confirmed.body), layer.digest);
+      await http(`${archway.url}/v2/private/copy/blobs/${layer.digest}`);
+      const copyRequests = (await registry.requests()).filter((q) => q.path.startsWith('/v2/private/copy/blobs/') && q.status === 200);
+      assert.deepEqual(copyRequests.map((q) => q.method), ['HEAD'], 'one confirmation, no download, then cached');
+    } finally {
+      await archway.stop();
+    }
+  });
+
+  it('confirmations survive a restart: a private image still pulls through its own repository with the upstream down', async () => {
+    const archway = await startArchway({ upstreams: { 'registry.example': { url: registry.url, username: USER, password: PASSWORD } } });
+    try {
+      const m = built.manifests[1]!;
+      for (const d of [m.configDigest, ...m.layers.map((l) => l.digest)]) await http(`${archway.url}/v2/private/app/blobs/${d}`);
+      await http(`${archway.url}/v2/private/app/manifests/${m.digest}`, { headers: { accept: ACCEPT.all } });
+      await registry.stop();
+      await archway.restart();
+      const r = await http(`${archway.url}/v2/private/app/manifests/${m.digest}`, { headers: { accept: ACCEPT.all } });
+      assert.equal(r.status, 200);
+      const b = await http(`${archway.url}/v2/private/app/blobs/${m.layers[0]!.digest}`);
+      assert.equal(sha256(b.body), m.layers[0]!.digest);
+      const other = await http(`${archway.url}/v2/private/elsewhere/blobs/${m.layers[0]!.digest}`);
+      assert.equal(other.status, 502, 'unconfirmable while the upstream is down: refused, not served');
+    } finally {
+      await archway.stop();
+      await registry.restart();
+    }
+  });
+});

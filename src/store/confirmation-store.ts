@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+import { access, mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import type { Digest } from '../oci/digest.ts';
+
+/** Which repositories of an upstream are known to hold a digest (see RepositoryAccess). */
+export interface ConfirmationStore {
+  init(): Promise<void>;
+  has(upstream: string, repository: string, digest: Digest): Promise<boolean>;
+  add(upstream: string, repository: string, digest: Digest): Promise<void>;
+}
+
+/**
+ * One empty file per confirmation, named by a hash of (upstream, repository,
+ * digest), so confirmations survive restarts: a private image cached through
+ * its own repository still pulls when the upstream is down.
+ */
+export class FsConfirmationStore implements ConfirmationStore {
+  private readonly dir: string;
+  private readonly known = new LRUCache<string, true>({ max: 100_000 });
+
+  constructor(cacheDir: string) {
+    this.dir = join(cacheDir, 'access');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true });
+  }
+
+  async has(upstream: string, repository: string, digest: Digest): Promise<boolean> {
+    const key = this.key(upstream, repository, digest);
+    if (this.known.has(key)) return true;
+    try {
+      await access(join(this.dir, key));
+      this.known.set(key, true);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async add(upstream: string, repository: string, digest: Digest): Promise<void> {
+    const key = this.key(upstream, repository, digest);
+    if (this.known.has(key)) return;
+    await writeFile(join(this.dir, key), '');
+    this.known.set(key, true);
+  }
+
+  private key(upstream: string, repository: string, digest: Digest): string {
+    return createHash('sha256').update(`${upstream}\n${repository}\n${digest}`).digest('hex');
+  }
+}
