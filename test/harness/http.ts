@@ -1,5 +1,5 @@
 // Plain HTTP requests against archway, with the body read whole.
-import { request } from 'undici';
+import { request, type Dispatcher } from 'undici';
 
 export interface HttpAnswer {
   status: number;
@@ -8,8 +8,22 @@ export interface HttpAnswer {
   json<T = unknown>(): T;
 }
 
-export async function http(url: string, opts: { method?: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'; headers?: Record<string, string>; body?: string } = {}): Promise<HttpAnswer> {
-  const res = await request(url, { method: opts.method ?? 'GET', headers: opts.headers ?? {}, ...(opts.body !== undefined ? { body: opts.body } : {}) });
+export async function http(
+  url: string,
+  opts: {
+    method?: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+    headers?: Record<string, string>;
+    body?: string;
+    /** e.g. an Agent with connect.localAddress, to send from another loopback address. */
+    dispatcher?: Dispatcher;
+  } = {},
+): Promise<HttpAnswer> {
+  const res = await request(url, {
+    method: opts.method ?? 'GET',
+    headers: opts.headers ?? {},
+    ...(opts.body !== undefined ? { body: opts.body } : {}),
+    ...(opts.dispatcher !== undefined ? { dispatcher: opts.dispatcher } : {}),
+  });
   const body = Buffer.from(await res.body.arrayBuffer());
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(res.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(', ') : v;
