@@ -1,8 +1,14 @@
-import { createServer, type RequestListener } from 'node:http';
+import type { RequestListener } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config/schema.ts';
+import { ClientAuth } from './access/client-auth.ts';
+import { readHtpasswd } from './access/htpasswd.ts';
+import { RateLimiter } from './access/rate-limiter.ts';
+import { readSecret } from './config/secrets.ts';
+import { installAccessHook } from './http/access-hook.ts';
 import { installErrorHandler } from './http/error-handler.ts';
+import { createListener, reloadTls } from './http/tls.ts';
 import { registerHealthRoutes } from './http/health-routes.ts';
 import { installRequestLog } from './http/request-context.ts';
 import { registerV2Routes } from './http/v2-routes.ts';
@@ -27,6 +33,8 @@ export interface Archway {
   logger: Logger;
   /** Listen on server.port (or `port`) and every server.ports; returns the addresses. */
   listen(port?: number): Promise<string[]>;
+  /** Re-read server.tls certificate and key (SIGHUP); throws and keeps the old ones if they are bad. */
+  reloadTls(): void;
   /** Stop accepting, let in-flight responses finish (bounded), stop fills, release upstream connections. */
   close(): Promise<void>;
 }
@@ -87,7 +95,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   const app = Fastify({
     serverFactory: (h) => {
       handler = h;
-      return createServer(h);
+      return createListener(h, config.server.tls);
     },
     // X-Forwarded-For is believed only from these (it decides the client address for platform rules).
     trustProxy: config.server.trustedProxies.length ? [...config.server.trustedProxies] : false,
@@ -104,6 +112,11 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   app.addContentTypeParser('*', (_request, _payload, done) => done(null));
   installRequestLog(app, metrics);
   installErrorHandler(app);
+  installAccessHook(app, {
+    auth: config.auth ? clientAuth(config.auth) : undefined,
+    protectMetrics: config.auth?.protectMetrics ?? false,
+    limiter: config.limits.perClient.concurrentRequests || config.limits.perClient.requestsPerSecond ? new RateLimiter(config.limits.perClient) : undefined,
+  });
   registerV2Routes(app, { router, manifests, blobs, platforms });
   registerHealthRoutes(app, {
     cacheDir: config.cache.dir,
@@ -115,7 +128,8 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     },
   });
   await app.ready();
-  const extraServers = config.server.ports.map((port) => ({ port, server: createServer(handler as RequestListener) }));
+  const extraServers = config.server.ports.map((port) => ({ port, server: createListener(handler as RequestListener, config.server.tls) }));
+  const scheme = config.server.tls ? 'https' : 'http';
 
   const listen = async (port = config.server.port): Promise<string[]> => {
     const addresses = [await app.listen({ host: config.server.host, port })];
@@ -124,7 +138,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
         extra.server.once('error', reject);
         extra.server.listen(extra.port, config.server.host, () => resolve());
       });
-      addresses.push(`http://${config.server.host}:${extra.port}`);
+      addresses.push(`${scheme}://${config.server.host}:${extra.port}`);
     }
     return addresses;
   };
@@ -150,5 +164,21 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       await dispatchers.close();
     })());
 
-  return { app, metrics, logger, listen, close };
+  const reload = () => {
+    if (config.server.tls) reloadTls([app.server, ...extraServers.map((e) => e.server)], config.server.tls);
+  };
+
+  return { app, metrics, logger, listen, close, reloadTls: reload };
+}
+
+function clientAuth(auth: NonNullable<Config['auth']>): ClientAuth {
+  return new ClientAuth({
+    users: auth.htpasswd ? readHtpasswd(auth.htpasswd) : new Map(),
+    grants: auth.users,
+    tokens: auth.tokens.map((t, i) => ({
+      name: t.name,
+      token: readSecret(`auth.tokens.${i}.token`, { value: t.token, file: t.tokenFile, env: t.tokenEnv }) ?? '',
+      repositories: t.repositories,
+    })),
+  });
 }

@@ -33,6 +33,14 @@ async function main(): Promise<void> {
   };
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
+  process.on('SIGHUP', () => {
+    try {
+      archway.reloadTls();
+      logger.info('reloaded TLS certificate');
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'TLS reload failed; keeping the current certificate');
+    }
+  });
 
   const addresses = await archway.listen();
   logger.info({ addresses, upstreams: Object.keys(config.upstreams), cacheDir: config.cache.dir }, 'archway listening');

@@ -100,6 +100,20 @@ const upstream = z
     message: 'give at most one of password, passwordFile, passwordEnv',
   });
 
+const clientToken = z
+  .object({
+    /** Shown in logs instead of the token. */
+    name: z.string(),
+    token: z.string().min(16, 'tokens must be at least 16 characters').optional(),
+    tokenFile: z.string().optional(),
+    tokenEnv: z.string().optional(),
+    repositories: z.array(z.string()).default(['**']),
+  })
+  .strict()
+  .refine((t) => [t.token, t.tokenFile, t.tokenEnv].filter((x) => x !== undefined).length === 1, {
+    message: 'give exactly one of token, tokenFile, tokenEnv',
+  });
+
 export const configSchema = z
   .object({
     server: z
@@ -112,6 +126,8 @@ export const configSchema = z
         trustedProxies: z.array(cidr).default([]),
         /** How long shutdown waits for in-flight responses before closing them. */
         shutdownTimeout: duration.default(10_000),
+        /** HTTPS on every listener; both files are re-read on SIGHUP. */
+        tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
       })
       .strict()
       .prefault({}),
@@ -137,6 +153,33 @@ export const configSchema = z
       .prefault({}),
     upstreams: z.record(z.string().regex(/^[a-z0-9.-]+(?::\d+)?$/, 'upstream keys are registry hosts, e.g. docker.io'), upstream),
     defaultUpstream: z.string(),
+    /** Authentication of archway's own clients; absent: anyone may pull. */
+    auth: z
+      .object({
+        /** bcrypt htpasswd file (htpasswd -B) for Basic auth. */
+        htpasswd: z.string().optional(),
+        /** Repository patterns per htpasswd user; a user without an entry may pull everything. */
+        users: z.record(z.string(), z.array(z.string())).default({}),
+        /** Static bearer tokens. */
+        tokens: z.array(clientToken).default([]),
+        /** Put /metrics behind the same authentication (health endpoints stay open). */
+        protectMetrics: z.boolean().default(false),
+      })
+      .strict()
+      .refine((a) => a.htpasswd !== undefined || a.tokens.length > 0, { message: 'configure htpasswd or tokens (or remove auth)' })
+      .optional(),
+    limits: z
+      .object({
+        perClient: z
+          .object({
+            concurrentRequests: z.number().int().positive().optional(),
+            requestsPerSecond: z.number().positive().optional(),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     platform: z
       .object({
         /** What a client that cannot read indexes gets when neither a rule nor its User-Agent names a platform. */

@@ -3,6 +3,7 @@ import { RegistryError } from '../errors.ts';
 import { acceptedMediaTypes } from '../oci/media-types.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import type { ManifestService } from '../registry/manifest-service.ts';
+import { denied } from '../access/client-auth.ts';
 import { formatPlatform } from '../platform/platform.ts';
 import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
@@ -39,7 +40,11 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
     // containerd mirrors name the registry they mean in ?ns= on every request; it is echoed back.
     const ns = new URLSearchParams(query).get('ns') ?? undefined;
     if (ns !== undefined) reply.header('oci-namespace', ns);
-    const resolve = (name: string) => services.router.resolve(name, ns);
+    const resolve = (name: string) => {
+      const route = services.router.resolve(name, ns);
+      if (request.principal && !request.principal.allows(repositoryNames(name, route))) throw denied(name);
+      return route;
+    };
     switch (target.endpoint) {
       case 'base':
         return reply.header('content-type', 'application/json').send({});
@@ -155,6 +160,11 @@ function withClientName(body: Buffer, upstreamRepository: string, name: string):
   }
 }
 
+/** The names a repository goes by, for patterns: as the client wrote it, at the upstream, and upstream-qualified. */
+function repositoryNames(name: string, route: Route): string[] {
+  return [name, route.repository, `${route.upstream.name}/${route.repository}`];
+}
+
 /** What the platform rules look at. */
 function clientFacts(request: FastifyRequest, name: string, route: Route): ClientFacts {
   return {
@@ -162,7 +172,7 @@ function clientFacts(request: FastifyRequest, name: string, route: Route): Clien
     host: request.hostname || undefined,
     address: request.ip,
     userAgent: request.headers['user-agent'],
-    repositories: [name, route.repository, `${route.upstream.name}/${route.repository}`],
+    repositories: repositoryNames(name, route),
   };
 }
 
