@@ -37,6 +37,7 @@ export class UpstreamAuth {
 
   constructor(
     private readonly upstream: string,
+    private readonly upstreamUrl: URL,
     private readonly credentials: Credentials | undefined,
     private readonly dispatcher: Dispatcher,
     private readonly timeoutMs: number,
@@ -107,7 +108,11 @@ export class UpstreamAuth {
     if (scope) url.searchParams.set('scope', scope);
     const headers: Record<string, string> = { 'user-agent': 'archway' };
     const basic = this.basicHeader();
-    // Credentials go to the realm the upstream named, as every registry client does.
+    // Credentials go to the realm the upstream named, as every registry client does, but
+    // never in clear text when the upstream itself is reached over TLS.
+    if (basic && url.protocol === 'http:' && this.upstreamUrl.protocol === 'https:') {
+      throw badUpstream(this.upstream, `token realm ${url.origin} is not HTTPS; credentials not sent`);
+    }
     if (basic) headers.authorization = basic;
     let res: Dispatcher.ResponseData;
     try {

@@ -80,7 +80,7 @@ export class UpstreamClient {
     // Userinfo in the URL would be sent on every request: keep it out, use username/password.
     this.base.username = '';
     this.base.password = '';
-    this.auth = new UpstreamAuth(opts.name, opts.credentials, opts.dispatcher, opts.timeouts.headers);
+    this.auth = new UpstreamAuth(opts.name, this.base, opts.credentials, opts.dispatcher, opts.timeouts.headers);
   }
 
   async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
@@ -206,6 +206,13 @@ export class UpstreamClient {
     this.opts.metrics.upstreamInFlight.inc({ upstream: this.name });
     try {
       let res = await this.attempt(opts, scope);
+      const origin = answeredBy(res);
+      if (res.statusCode === 401 && origin !== undefined && origin !== this.base.origin) {
+        // A redirect target (a CDN) is not the registry: its challenge is never learned,
+        // or the credentials would go wherever it points.
+        discardBody(res.body);
+        throw this.badUpstream('a redirect target refused the request (401)');
+      }
       if (res.statusCode === 401) {
         const sentAuthorization = res.sentAuthorization;
         discardBody(res.body);
@@ -265,6 +272,16 @@ export class UpstreamClient {
   private badUpstream(message: string): RegistryError {
     return badUpstream(this.name, message);
   }
+}
+
+/**
+ * The origin that sent this answer: the last URL in undici's redirect history
+ * (the first request, then every hop), or undefined if there is none.
+ */
+function answeredBy(res: Dispatcher.ResponseData): string | undefined {
+  const history = (res.context as { history?: unknown } | undefined)?.history;
+  const last = Array.isArray(history) ? (history.at(-1) as unknown) : undefined;
+  return last instanceof URL ? last.origin : undefined;
 }
 
 function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
