@@ -230,3 +230,37 @@ describe('repository isolation', () => {
     }
   });
 });
+
+describe('isolation across upstreams', () => {
+  it('a blob cached from a private upstream is not served through a public one that does not have it', async () => {
+    const publicRegistry = await startRegistry();
+    const archway = await startArchway({
+      upstreams: {
+        'public.example': { url: publicRegistry.url },
+        'private.example': { url: registry.url, username: USER, password: PASSWORD },
+      },
+      defaultUpstream: 'public.example',
+    });
+    try {
+      const layer = built.manifests[0]!.layers[0]!;
+      const owner = await http(`${archway.url}/v2/private.example/private/app/blobs/${layer.digest}`);
+      assert.equal(sha256(owner.body), layer.digest);
+      for (const path of [`/v2/private/app/blobs/${layer.digest}`, `/v2/anything/blobs/${layer.digest}`, `/v2/public.example/x/blobs/${layer.digest}`]) {
+        const r = await http(`${archway.url}${path}`);
+        assert.equal(r.status, 404, path);
+        const head = await http(`${archway.url}${path}`, { method: 'HEAD' });
+        assert.equal(head.status, 404, `HEAD ${path}`);
+      }
+      // Once the public upstream really has it, it is served from the cache after one HEAD there.
+      await pushLayout(built, { hostPort: publicRegistry.hostPort, name: 'mirror/app' });
+      publicRegistry.clearRequests();
+      const shared = await http(`${archway.url}/v2/mirror/app/blobs/${layer.digest}`);
+      assert.equal(sha256(shared.body), layer.digest);
+      const asked = (await publicRegistry.requests()).filter((q) => q.path.includes('/blobs/'));
+      assert.deepEqual(asked.map((q) => q.method), ['HEAD']);
+    } finally {
+      await archway.stop();
+      await publicRegistry.stop();
+    }
+  });
+});
