@@ -3,6 +3,7 @@
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
+import { Agent, request } from 'undici';
 import { buildArchway, type Archway } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
@@ -34,6 +35,12 @@ export interface StartArchwayOptions {
   ports?: number[];
   trustedProxies?: string[];
   platform?: ConfigInput['platform'];
+  /** Client authentication (auth: htpasswd, users, tokens, protectMetrics), as in the config file. */
+  auth?: ConfigInput['auth'];
+  /** Per-client limits (limits.perClient), as in the config file. */
+  limits?: ConfigInput['limits'];
+  /** server.tls: HTTPS on every listener; url then starts with https://. */
+  tls?: { cert: string; key: string };
 }
 
 export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHandle> {
@@ -46,8 +53,17 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
     },
   });
   const config = parseConfig({
-    server: { host: '127.0.0.1', port: 0, shutdownTimeout: '2s', ports: opts.ports ?? [], trustedProxies: opts.trustedProxies ?? [] },
+    server: {
+      host: '127.0.0.1',
+      port: 0,
+      shutdownTimeout: '2s',
+      ports: opts.ports ?? [],
+      trustedProxies: opts.trustedProxies ?? [],
+      ...(opts.tls ? { tls: opts.tls } : {}),
+    },
     platform: opts.platform,
+    ...(opts.auth ? { auth: opts.auth } : {}),
+    ...(opts.limits ? { limits: opts.limits } : {}),
     cache: { dir: cacheDir, ...opts.cache },
     timeouts: { connect: '2s', headers: '10s', bodyIdle: '10s', ...opts.timeouts },
     upstreams: opts.upstreams,
@@ -63,10 +79,13 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
     port = (archway.app.server.address() as AddressInfo).port;
   };
   await start();
+  const scheme = opts.tls ? 'https' : 'http';
+  // metric() reads /metrics itself; it is no TLS test, so it does not verify the certificate.
+  const metricsDispatcher = opts.tls ? new Agent({ connect: { rejectUnauthorized: false } }) : undefined;
 
   const handle: ArchwayHandle = {
     get url() {
-      return `http://127.0.0.1:${port}`;
+      return `${scheme}://127.0.0.1:${port}`;
     },
     get hostPort() {
       return `127.0.0.1:${port}`;
@@ -81,7 +100,9 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
     logs: () => lines,
     async metric(name, labels = {}) {
       // Through the HTTP endpoint, as Prometheus reads it (gauges refresh there).
-      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      const text = metricsDispatcher
+        ? await (await request(`https://127.0.0.1:${port}/metrics`, { dispatcher: metricsDispatcher })).body.text()
+        : await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
       let total = 0;
       for (const line of text.split('\n')) {
         const m = /^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
@@ -91,7 +112,10 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
       }
       return total;
     },
-    stop: () => archway.close(),
+    async stop() {
+      await archway.close();
+      await metricsDispatcher?.close();
+    },
     async restart() {
       await archway.close();
       await start();

@@ -13,7 +13,7 @@ export interface CtrOptions {
 }
 
 export interface CtrPullOptions extends CtrOptions {
-  /** http://127.0.0.1:PORT */
+  /** http://127.0.0.1:PORT or https://127.0.0.1:PORT (then give `ca` unless the system trusts it). */
   mirror: string;
   /** Fully qualified, e.g. docker.io/library/foo:1 (ctr does not normalise). */
   ref: string;
@@ -24,6 +24,10 @@ export interface CtrPullOptions extends CtrOptions {
   snapshotter?: string;
   /** user:password sent to the mirror. */
   user?: string;
+  /** Headers containerd sends with every request to the mirror (hosts.toml `header`), e.g. Authorization. */
+  headers?: Record<string, string>;
+  /** PEM file of the CA that signed an https mirror's certificate (hosts.toml `ca`). */
+  ca?: string;
 }
 
 function ctrArgs(opts: CtrOptions, args: string[]): string[] {
@@ -39,14 +43,24 @@ async function ctr(opts: CtrOptions, args: string[]): Promise<string> {
  * hosts.toml for the ref's registry: the mirror first, the real registry as
  * `server` fallback. A plain-http mirror just uses an http:// host URL; no
  * --plain-http flag is needed (that flag only changes the default scheme).
+ * An https mirror may name the CA to trust (`ca`), and any mirror may get
+ * headers sent with every request (`[host."…".header]`, e.g. Authorization).
  */
-function hostsToml(registryHost: string, mirror: string): string {
+function hostsToml(registryHost: string, mirror: string, opts: { headers?: Record<string, string> | undefined; ca?: string | undefined } = {}): string {
   const server = registryHost === 'docker.io' ? 'https://registry-1.docker.io' : `https://${registryHost}`;
-  return `server = "${server}"
+  const lines = [`server = ${tomlString(server)}`, '', `[host.${tomlString(mirror)}]`, '  capabilities = ["pull", "resolve"]'];
+  if (opts.ca !== undefined) lines.push(`  ca = ${tomlString(opts.ca)}`);
+  const headers = Object.entries(opts.headers ?? {});
+  if (headers.length > 0) {
+    lines.push('', `[host.${tomlString(mirror)}.header]`);
+    for (const [name, value] of headers) lines.push(`  ${tomlString(name)} = ${tomlString(value)}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
 
-[host."${mirror}"]
-  capabilities = ["pull", "resolve"]
-`;
+/** A TOML basic string (JSON's escapes are valid TOML for what we write). */
+function tomlString(s: string): string {
+  return JSON.stringify(s);
 }
 
 export async function ctrPull(opts: CtrPullOptions): Promise<{ stdout: string }> {
@@ -57,7 +71,7 @@ export async function ctrPull(opts: CtrPullOptions): Promise<{ stdout: string }>
   const hostsDir = await tempDir('archway-ctr-hosts-');
   try {
     await mkdir(join(hostsDir, registryHost), { recursive: true });
-    await writeFile(join(hostsDir, registryHost, 'hosts.toml'), hostsToml(registryHost, opts.mirror));
+    await writeFile(join(hostsDir, registryHost, 'hosts.toml'), hostsToml(registryHost, opts.mirror, { headers: opts.headers, ca: opts.ca }));
     const stdout = await ctr(opts, [
       'images',
       'pull',

@@ -16,13 +16,27 @@ export type FaultMode =
   /** Blob GETs: send the body in small pieces with a pause between them. */
   | { kind: 'trickle'; chunkBytes: number; pauseMs: number }
   /** Blob GETs: flip the last byte and drop Content-Length (chunked answer). */
-  | { kind: 'corrupt-chunked' };
+  | { kind: 'corrupt-chunked' }
+  /** Every request: wait this long, then pass it through (a slow, far-away registry). */
+  | { kind: 'delay'; ms: number };
+
+/** A request the front received, as it arrived (before any fault). */
+export interface FrontRequest {
+  method: string;
+  /** Path with query. */
+  url: string;
+  /** The Authorization header, if the client sent one. */
+  authorization: string | undefined;
+}
 
 export interface FaultFront {
   url: string;
   setMode(mode: FaultMode): void;
   /** When the last blob body finished sending (ms since epoch), for ordering checks. */
   lastBlobFinishedAt(): number | undefined;
+  /** Every request received so far (e.g. to check which credentials reached this origin). */
+  requests(): FrontRequest[];
+  clearRequests(): void;
   stop(): Promise<void>;
 }
 
@@ -31,6 +45,7 @@ const BLOB_GET = /^\/v2\/.+\/blobs\/sha256:[a-f0-9]{64}$/;
 export async function startFaultFront(registry: RegistryHandle): Promise<FaultFront> {
   let mode: FaultMode = { kind: 'pass' };
   let blobFinishedAt: number | undefined;
+  let received: FrontRequest[] = [];
   const sockets = new Set<Socket>();
 
   const forward = (req: IncomingMessage, res: ServerResponse, onBody?: (upstream: IncomingMessage) => void) => {
@@ -44,6 +59,7 @@ export async function startFaultFront(registry: RegistryHandle): Promise<FaultFr
   };
 
   const server: Server = createServer((req, res) => {
+    received.push({ method: req.method ?? 'GET', url: req.url ?? '/', authorization: req.headers.authorization });
     const isBlobGet = req.method === 'GET' && BLOB_GET.test((req.url ?? '').split('?')[0] ?? '');
     switch (mode.kind) {
       case 'stall':
@@ -82,6 +98,14 @@ export async function startFaultFront(registry: RegistryHandle): Promise<FaultFr
           res.end(body);
         });
       }
+      case 'delay': {
+        const { ms } = mode;
+        // The request body (none for pulls) waits in the socket meanwhile.
+        setTimeout(() => {
+          if (!res.destroyed) forward(req, res);
+        }, ms);
+        return;
+      }
       case 'pass':
         return forward(req, res);
     }
@@ -99,6 +123,10 @@ export async function startFaultFront(registry: RegistryHandle): Promise<FaultFr
       // Stalled requests from before stay stalled; new modes apply to new requests.
     },
     lastBlobFinishedAt: () => blobFinishedAt,
+    requests: () => received.map((r) => ({ ...r })),
+    clearRequests: () => {
+      received = [];
+    },
     async stop() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));

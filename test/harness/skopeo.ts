@@ -110,19 +110,27 @@ export async function pushLayout(image: BuiltImage, dest: PushDestination): Prom
   }
 }
 
-/** The manifest or index exactly as the registry serves it. */
-export async function inspectRaw(ref: string, opts: { creds?: string } = {}): Promise<Buffer> {
-  return skopeo([
-    'inspect',
-    '--raw',
-    ...(await retryFlags()),
-    '--tls-verify=false',
-    ...credsFlags('--', opts.creds),
-    `docker://${ref}`,
-  ]);
+/** How skopeo reaches a registry over TLS. */
+export interface TlsOptions {
+  /**
+   * Verify the registry's certificate (default false: tolerate plain HTTP and
+   * self-signed registries). With true, skopeo never falls back to HTTP.
+   */
+  tlsVerify?: boolean;
+  /** Directory of extra CA certificates (`ca.crt`, any `*.crt`) to trust. */
+  certDir?: string;
 }
 
-export interface CopyToLayoutOptions {
+function tlsFlags(prefix: '--src-' | '--', opts: TlsOptions): string[] {
+  return [`${prefix}tls-verify=${opts.tlsVerify === true}`, ...(opts.certDir !== undefined ? [`${prefix}cert-dir`, opts.certDir] : [])];
+}
+
+/** The manifest or index exactly as the registry serves it. */
+export async function inspectRaw(ref: string, opts: { creds?: string } & TlsOptions = {}): Promise<Buffer> {
+  return skopeo(['inspect', '--raw', ...(await retryFlags()), ...tlsFlags('--', opts), ...credsFlags('--', opts.creds), `docker://${ref}`]);
+}
+
+export interface CopyToLayoutOptions extends TlsOptions {
   /** Copy every platform of an index (default: only the matching one). */
   all?: boolean;
   overrideOs?: string;
@@ -151,7 +159,7 @@ async function copyFrom(ref: string, destination: string, opts: Omit<CopyToLayou
     'copy',
     ...(opts.all ? ['--all'] : []),
     ...(await retryFlags()),
-    '--src-tls-verify=false',
+    ...tlsFlags('--src-', opts),
     ...credsFlags('--src-', opts.creds),
     `docker://${ref}`,
     destination,
