@@ -113,7 +113,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   installRequestLog(app, metrics);
   installErrorHandler(app);
   installAccessHook(app, {
-    auth: config.auth ? clientAuth(config.auth) : undefined,
+    auth: config.auth ? clientAuth(config.auth, config.defaultUpstream) : undefined,
     protectMetrics: config.auth?.protectMetrics ?? false,
     limiter: config.limits.perClient.concurrentRequests || config.limits.perClient.requestsPerSecond ? new RateLimiter(config.limits.perClient) : undefined,
   });
@@ -171,8 +171,9 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   return { app, metrics, logger, listen, close, reloadTls: reload };
 }
 
-function clientAuth(auth: NonNullable<Config['auth']>): ClientAuth {
+function clientAuth(auth: NonNullable<Config['auth']>, defaultUpstream: string): ClientAuth {
   return new ClientAuth({
+    defaultUpstream,
     users: auth.htpasswd ? readHtpasswd(auth.htpasswd) : new Map(),
     grants: auth.users,
     tokens: auth.tokens.map((t, i) => ({

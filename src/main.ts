@@ -34,6 +34,7 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGHUP', () => {
+    if (!config.server.tls) return logger.info('SIGHUP: nothing to reload (no server.tls)');
     try {
       archway.reloadTls();
       logger.info('reloaded TLS certificate');

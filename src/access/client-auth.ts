@@ -7,7 +7,8 @@ import { globToRegExp } from '../platform/glob.ts';
 /** Who a request comes from, and which repositories it may pull. */
 export interface Principal {
   name: string;
-  allows(repositories: readonly string[]): boolean;
+  /** `repository` is upstream-qualified: `docker.io/library/alpine`, `ghcr.io/org/app`. */
+  allows(repository: string): boolean;
 }
 
 export interface ClientAuthConfig {
@@ -16,10 +17,17 @@ export interface ClientAuthConfig {
   /** user → repository patterns; a user without an entry may pull everything. */
   grants: Readonly<Record<string, readonly string[]>>;
   tokens: ReadonlyArray<{ name: string; token: string; repositories: readonly string[] }>;
+  /** Patterns without a registry host are about this upstream. */
+  defaultUpstream: string;
 }
 
 /** A bcrypt check costs tens of milliseconds and docker sends credentials on every request. */
 const VERIFIED_TTL_MS = 5 * 60_000;
+/** Wrong credentials are remembered briefly, so repeating them costs no bcrypt. */
+const REFUSED_TTL_MS = 60_000;
+/** bcrypt checks at once: guessing can use this much CPU and no more. */
+const MAX_CONCURRENT_CHECKS = 4;
+
 
 /**
  * Authentication of archway's own clients: Basic against an htpasswd file
@@ -30,10 +38,16 @@ const VERIFIED_TTL_MS = 5 * 60_000;
  */
 export class ClientAuth {
   private readonly verified = new LRUCache<string, Principal>({ max: 10_000, ttl: VERIFIED_TTL_MS });
+  private readonly refused = new LRUCache<string, true>({ max: 100_000, ttl: REFUSED_TTL_MS });
+  private readonly checks = new Semaphore(MAX_CONCURRENT_CHECKS);
+  /** Compared against when the user does not exist, at the cost the real entries use, so unknown users take as long. */
+  private readonly dummyHash: string;
   private readonly tokens: Array<{ digest: Buffer; principal: Principal }>;
 
   constructor(private readonly config: ClientAuthConfig) {
-    this.tokens = config.tokens.map((t) => ({ digest: sha256(t.token), principal: principal(t.name, t.repositories) }));
+    const cost = Number(/^\$2[aby]\$(\d\d)\$/.exec(config.users.values().next().value ?? '')?.[1] ?? 10);
+    this.dummyHash = bcrypt.hashSync('archway-no-such-user', cost);
+    this.tokens = config.tokens.map((t) => ({ digest: sha256(t.token), principal: this.principal(t.name, t.repositories) }));
   }
 
   /** The principal of a request, or UNAUTHORIZED (with the challenge to send). */
@@ -47,12 +61,15 @@ export class ClientAuth {
         const key = sha256(decoded).toString('hex');
         const known = this.verified.get(key);
         if (known) return known;
+        if (this.refused.has(key)) throw unauthorized();
         const hash = this.config.users.get(user);
-        if (hash && (await bcrypt.compare(decoded.slice(colon + 1), hash))) {
-          const p = principal(user, this.config.grants[user] ?? ['**']);
+        const ok = await this.checks.run(() => bcrypt.compare(decoded.slice(colon + 1), hash ?? this.dummyHash));
+        if (ok && hash) {
+          const p = this.principal(user, this.config.grants[user] ?? ['**']);
           this.verified.set(key, p);
           return p;
         }
+        this.refused.set(key, true);
       }
     } else if (scheme.toLowerCase() === 'bearer' && value) {
       // Compare digests in constant time: the token's length and content stay secret.
@@ -62,6 +79,22 @@ export class ClientAuth {
     }
     throw unauthorized();
   }
+
+  /**
+   * Patterns are matched against the upstream-qualified name only, so a grant
+   * for Docker Hub's `library/*` never opens `library/…` at another registry.
+   */
+  private principal(name: string, patterns: readonly string[]): Principal {
+    const globs = patterns.map((p) => globToRegExp(qualify(p, this.config.defaultUpstream)));
+    return { name, allows: (repository) => globs.some((g) => g.test(repository)) };
+  }
+}
+
+/** `library/*` → `docker.io/library/*` (the default upstream); `ghcr.io/org/**` and `**` stay as they are. */
+export function qualify(pattern: string, defaultUpstream: string): string {
+  const first = pattern.split('/')[0] ?? '';
+  if (first === '**' || first.includes('.') || first.includes(':') || first === 'localhost') return pattern;
+  return `${defaultUpstream}/${pattern}`;
 }
 
 export function unauthorized(): RegistryError {
@@ -74,11 +107,25 @@ export function denied(name: string): RegistryError {
   return new RegistryError('DENIED', `not allowed to pull ${name}`, { detail: { name } });
 }
 
-function principal(name: string, patterns: readonly string[]): Principal {
-  const globs = patterns.map(globToRegExp);
-  return { name, allows: (repositories) => repositories.some((r) => globs.some((g) => g.test(r))) };
-}
-
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
+}
+
+/** At most `limit` tasks at once; the others wait their turn. */
+class Semaphore {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    try {
+      return await task();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
 }

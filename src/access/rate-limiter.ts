@@ -20,7 +20,8 @@ interface ClientState {
  * queued (a queue would hold the client's connection and memory).
  */
 export class RateLimiter {
-  private readonly clients = new LRUCache<string, ClientState>({ max: 50_000, ttl: 10 * 60_000 });
+  // Idle clients are forgotten after ten minutes; every request refreshes the entry.
+  private readonly clients = new LRUCache<string, ClientState>({ max: 50_000, ttl: 10 * 60_000, updateAgeOnGet: true });
 
   constructor(
     private readonly limits: ClientLimits,

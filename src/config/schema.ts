@@ -199,6 +199,10 @@ export const configSchema = z
     if (Object.keys(c.upstreams).length === 0) {
       ctx.addIssue({ code: 'custom', path: ['upstreams'], message: 'configure at least one upstream' });
     }
+    const ports = [c.server.port, ...c.server.ports];
+    if (new Set(ports).size !== ports.length) {
+      ctx.addIssue({ code: 'custom', path: ['server', 'ports'], message: 'each port may be listed once (server.port included)' });
+    }
     for (const [i, rule] of c.platform.rules.entries()) {
       const port = rule.match.port;
       if (port !== undefined && port !== c.server.port && !c.server.ports.includes(port)) {

@@ -18,9 +18,11 @@ declare module 'fastify' {
  */
 export function installAccessHook(app: FastifyInstance, opts: { auth: ClientAuth | undefined; protectMetrics: boolean; limiter: RateLimiter | undefined }): void {
   app.addHook('onRequest', async (request, reply) => {
-    const path = request.url;
-    const isV2 = path === '/v2' || path.startsWith('/v2/') || path.startsWith('/v2?');
-    const isMetrics = path === '/metrics' || path.startsWith('/metrics?');
+    // Decided by the route the router matched, not by the raw URL: `/metrics#`,
+    // `/%6detrics` and friends reach the same handler and must meet the same check.
+    const route = request.routeOptions.url;
+    const isV2 = route === '/v2' || route === '/v2/*';
+    const isMetrics = route === '/metrics';
     if (opts.auth && (isV2 || (isMetrics && opts.protectMetrics))) {
       request.principal = await opts.auth.authenticate(request.headers.authorization);
     }

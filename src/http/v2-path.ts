@@ -21,14 +21,27 @@ const REFERRERS = /^\/v2\/(.+)\/referrers\/([^/]+)$/;
 export function parseV2Path(path: string): V2Endpoint {
   if (path === '/v2/' || path === '/v2') return { endpoint: 'base' };
   let m = MANIFEST.exec(path);
-  if (m) return { endpoint: 'manifest', name: parseName(m[1] as string), reference: parseReference(decode(m[2] as string)) };
+  if (m) return { endpoint: 'manifest', name: parseRepositoryPath(m[1] as string), reference: parseReference(decode(m[2] as string)) };
   m = BLOB.exec(path);
-  if (m) return { endpoint: 'blob', name: parseName(m[1] as string), digest: parseDigest(decode(m[2] as string)) };
+  if (m) return { endpoint: 'blob', name: parseRepositoryPath(m[1] as string), digest: parseDigest(decode(m[2] as string)) };
   m = TAGS.exec(path);
-  if (m) return { endpoint: 'tags', name: parseName(m[1] as string) };
+  if (m) return { endpoint: 'tags', name: parseRepositoryPath(m[1] as string) };
   m = REFERRERS.exec(path);
-  if (m) return { endpoint: 'referrers', name: parseName(m[1] as string), digest: parseDigest(decode(m[2] as string)) };
+  if (m) return { endpoint: 'referrers', name: parseRepositoryPath(m[1] as string), digest: parseDigest(decode(m[2] as string)) };
   throw new RegistryError('NAME_UNKNOWN', 'unknown endpoint', { status: 404, detail: { path } });
+}
+
+/**
+ * The name in a /v2 path: a repository name by the spec's grammar, optionally
+ * after a registry host with a port (`registry.local:5001/app`), which the
+ * grammar has no room for but path-prefix routing needs. What the host means
+ * is the router's business.
+ */
+function parseRepositoryPath(path: string): string {
+  const slash = path.indexOf('/');
+  const first = slash < 0 ? '' : path.slice(0, slash);
+  if (/^[a-z0-9.-]+:\d{1,5}$/.test(first)) return `${first}/${parseName(path.slice(slash + 1))}`;
+  return parseName(path);
 }
 
 /** Some clients percent-encode the colon of a digest. */

@@ -39,10 +39,11 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
     request.archway.route = target.endpoint;
     // containerd mirrors name the registry they mean in ?ns= on every request; it is echoed back.
     const ns = new URLSearchParams(query).get('ns') ?? undefined;
-    if (ns !== undefined) reply.header('oci-namespace', ns);
     const resolve = (name: string) => {
       const route = services.router.resolve(name, ns);
-      if (request.principal && !request.principal.allows(repositoryNames(name, route))) throw denied(name);
+      if (request.principal && !request.principal.allows(`${route.upstream.name}/${route.repository}`)) throw denied(name);
+      // Echoed only once it names a configured registry (never arbitrary client text in a header).
+      if (ns !== undefined) reply.header('oci-namespace', ns);
       return route;
     };
     switch (target.endpoint) {
@@ -53,7 +54,7 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
       case 'blob':
         return blob(request, reply, services, resolve(target.name), target.digest);
       case 'tags':
-        return tags(reply, resolve(target.name), target.name, upstreamQuery(query));
+        return tags(reply, resolve(target.name), target.name, upstreamQuery(query), ns);
       case 'referrers':
         return referrers(reply, resolve(target.name), target.digest, upstreamQuery(query));
     }
@@ -124,12 +125,12 @@ function blobHeaders(reply: FastifyReply, digest: string): void {
   reply.header('docker-content-digest', digest).header('content-type', 'application/octet-stream').header('accept-ranges', 'bytes');
 }
 
-async function tags(reply: FastifyReply, route: Route, name: string, query: string) {
+async function tags(reply: FastifyReply, route: Route, name: string, query: string, ns: string | undefined) {
   reply.request.archway.outcome = 'pass';
   const res = await route.upstream.listTags(route.repository, query);
   const link = res.headers.link;
   if (typeof link === 'string') {
-    reply.header('link', rewriteLink(link, route.repository, name));
+    reply.header('link', rewriteLink(link, route.repository, name, ns));
   }
   return reply
     .code(res.status)

@@ -19,6 +19,8 @@ export function compatiblePlatforms(wanted: Platform): Platform[] {
     for (const level of AMD64_LEVELS.slice(AMD64_LEVELS.indexOf(p.variant ?? '') + 1)) add('amd64', level);
     add('386');
   } else if (p.architecture === 'arm64') {
+    // arm64/v9 (and later) run arm64/v8, which normalises to plain arm64.
+    if (p.variant) add('arm64');
     for (const v of ARM_VARIANTS) add('arm', v);
   } else if (p.architecture === 'arm') {
     const i = ARM_VARIANTS.indexOf(p.variant ?? 'v7');

@@ -29,24 +29,29 @@ describe('client authentication', () => {
     ]),
     grants: { alice: ['ghcr.io/myorg/**', 'library/*'] },
     tokens: [{ name: 'ci', token: 'a-long-static-token-1234', repositories: ['team/**'] }],
+    defaultUpstream: 'docker.io',
   });
 
   it('accepts Basic credentials from the htpasswd file, with the user’s patterns', async () => {
     const alice = await auth.authenticate(basic('alice', 'alice-pw'));
     assert.equal(alice.name, 'alice');
-    assert.ok(alice.allows(['library/alpine']));
-    assert.ok(alice.allows(['x', 'ghcr.io/myorg/app']));
-    assert.ok(!alice.allows(['library/a/b', 'ghcr.io/other/app']));
+    assert.ok(alice.allows('docker.io/library/alpine'), 'unqualified patterns are about the default upstream');
+    assert.ok(alice.allows('ghcr.io/myorg/app'));
+    assert.ok(alice.allows('ghcr.io/myorg/team/app'));
+    assert.ok(!alice.allows('docker.io/library/a/b'));
+    assert.ok(!alice.allows('ghcr.io/other/app'));
+    assert.ok(!alice.allows('private.example/library/secret'), 'library/* at another registry is not granted');
     const bob = await auth.authenticate(basic('bob', 'bob-pw'));
-    assert.ok(bob.allows(['anything/at/all']), 'a user without patterns may pull everything');
+    assert.ok(bob.allows('quay.io/anything/at/all'), 'a user without patterns may pull everything');
     assert.equal((await auth.authenticate(basic('alice', 'alice-pw'))).name, 'alice', 'cached verification');
   });
 
   it('accepts static bearer tokens', async () => {
     const ci = await auth.authenticate('Bearer a-long-static-token-1234');
     assert.equal(ci.name, 'ci');
-    assert.ok(ci.allows(['team/app']));
-    assert.ok(!ci.allows(['library/alpine']));
+    assert.ok(ci.allows('docker.io/team/app'));
+    assert.ok(!ci.allows('docker.io/library/alpine'));
+    assert.ok(!ci.allows('ghcr.io/team/app'));
   });
 
   it('refuses anything else with UNAUTHORIZED and a Basic challenge', async () => {

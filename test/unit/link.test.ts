@@ -12,6 +12,9 @@ describe('tags/list Link rewriting', () => {
       '</v2/org/app/tags/list?last=x&n=5>; rel="next"',
     );
   });
+  it('keeps ?ns= so the next page reaches the same registry', () => {
+    assert.equal(rewriteLink('</v2/org/app/tags/list?n=2&last=b>; rel="next"', 'org/app', 'org/app', 'ghcr.io'), '</v2/org/app/tags/list?n=2&last=b&ns=ghcr.io>; rel="next"');
+  });
   it('leaves other links alone', () => {
     assert.equal(rewriteLink('</v2/other/tags/list>; rel="next"', 'org/app', 'app'), '</v2/other/tags/list>; rel="next"');
   });

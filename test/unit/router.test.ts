@@ -48,6 +48,7 @@ describe('routing', () => {
     assert.equal(where('docker.io/alpine'), 'docker.io library/alpine prefix');
     assert.equal(where('index.docker.io/alpine'), 'docker.io library/alpine prefix');
     assert.equal(where('ghcr.io/app'), 'ghcr.io app prefix', 'the library/ rule is Docker Hub’s alone');
+    assert.equal(where('registry.internal:5443/org/app'), 'registry.internal:5443 org/app prefix', 'hosts with a port too');
   });
 
   it('anything not configured is NAME_UNKNOWN and never the default upstream', () => {
