@@ -219,8 +219,39 @@ describe('health and metrics endpoints', () => {
       assert.match(withBasic.body.toString(), /archway_/);
       assert.equal((await http(`${guarded.url}/metrics`, { headers: { authorization: `Bearer ${OTHER_TOKEN}` } })).status, 200);
       for (const path of ['/healthz', '/readyz']) assert.equal((await http(`${guarded.url}${path}`)).status, 200, path);
+      // Spellings the router treats as /metrics meet the same check.
+      for (const path of ['/metrics?x=1', '/metrics#', '/%6detrics', '/metric%73']) {
+        const r = await http(`${guarded.url}${path}`);
+        assert.ok(r.status === 401 || r.status === 404, `${path} → ${r.status}`);
+        assert.ok(!r.body.toString().includes('archway_http'), `${path} leaked metrics`);
+      }
     } finally {
       await guarded.stop();
+    }
+  });
+});
+
+describe('grants across upstreams', () => {
+  it('an unqualified pattern is about the default upstream only: the same name at another registry is denied', async () => {
+    const second = await startRegistry();
+    const both = await startArchway({
+      upstreams: { [UPSTREAM]: { url: registry.url }, 'second.test': { url: second.url } },
+      defaultUpstream: UPSTREAM,
+      auth: auth(),
+    });
+    try {
+      await pushLayout(app, { hostPort: second.hostPort, name: 'team/app' });
+      const authorization = basic('bob', USERS.bob); // granted team/app, i.e. registry.test/team/app
+      const own = await http(`${both.url}/v2/team/app/manifests/1`, { headers: { authorization, accept: ACCEPT.all } });
+      assert.equal(own.status, 200);
+      for (const path of ['/v2/second.test/team/app/manifests/1', '/v2/team/app/manifests/1?ns=second.test']) {
+        const r = await http(`${both.url}${path}`, { headers: { authorization, accept: ACCEPT.all } });
+        assert.equal(r.status, 403, path);
+        assert.equal(errorCode(r), 'DENIED', path);
+      }
+    } finally {
+      await both.stop();
+      await second.stop();
     }
   });
 });
