@@ -2,21 +2,38 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import pino from 'pino';
 import { buildArchway } from './app.ts';
+import { verifyCache } from './cli/cache-verify.ts';
 import { ConfigError, loadConfigFile } from './config/load.ts';
+import type { Config } from './config/schema.ts';
 
 const DEFAULT_CONFIG = 'config/default.yaml';
+const USAGE = `usage: archway [serve] [--config FILE]
+       archway cache verify [--config FILE]`;
 
-/** Start-up errors a user can fix exit 2 with the reason; nothing else is printed. */
+/**
+ * The command line. Start-up errors a user can fix exit 2 with the reason;
+ * nothing else is printed.
+ */
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { config: { type: 'string', short: 'c' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+  if (values.help) return void process.stdout.write(`${USAGE}\n`);
   const configPath = values.config ?? process.env.ARCHWAY_CONFIG ?? DEFAULT_CONFIG;
-  let config: ReturnType<typeof loadConfigFile>;
+  let config: Readonly<Config>;
   try {
     config = loadConfigFile(configPath);
   } catch (err) {
     exitOnConfigError(err);
   }
+  const command = positionals.join(' ') || 'serve';
+  if (command === 'serve') return serve(config);
+  if (command === 'cache verify') return verify(config);
+  process.stderr.write(`archway: unknown command "${command}"\n${USAGE}\n`);
+  process.exit(2);
+}
+
+async function serve(config: Readonly<Config>): Promise<void> {
   // Building reads the files the config names (passwords, CAs): their errors are config errors too.
   const archway = await buildArchway(config).catch(exitOnConfigError);
   const { logger } = archway;
@@ -47,6 +64,16 @@ async function main(): Promise<void> {
   logger.info({ addresses, upstreams: Object.keys(config.upstreams), cacheDir: config.cache.dir }, 'archway listening');
 }
 
+/** Exit 0: the cache is clean. Exit 1: damaged entries were found (and removed). */
+async function verify(config: Readonly<Config>): Promise<void> {
+  const report = await verifyCache(config, pino({ level: 'warn' }, pino.destination(2)));
+  for (const line of report.removed) process.stdout.write(`removed ${line}\n`);
+  process.stdout.write(
+    `archway cache verify: ${report.blobs.checked} blobs (${report.blobs.bad} bad), ${report.manifests.checked} manifests (${report.manifests.bad} bad) in ${config.cache.dir}\n`,
+  );
+  process.exit(report.blobs.bad + report.manifests.bad === 0 ? 0 : 1);
+}
+
 function exitOnConfigError(err: unknown): never {
   if (err instanceof ConfigError) {
     process.stderr.write(`archway: ${err.message}\n`);
@@ -56,6 +83,6 @@ function exitOnConfigError(err: unknown): never {
 }
 
 main().catch((err: unknown) => {
-  process.stderr.write(`archway: failed to start: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.stderr.write(`archway: failed: ${err instanceof Error ? err.message : String(err)}\n`);
   process.exit(1);
 });

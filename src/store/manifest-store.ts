@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { digestAlgorithm, digestHex, digestOf, type Digest } from '../oci/digest.ts';
+import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
+import { digestAlgorithm, digestHex, digestOf, parseDigest, type Digest } from '../oci/digest.ts';
 
 export interface StoredManifest {
   digest: Digest;
@@ -61,6 +61,30 @@ export class FsManifestStore implements ManifestStore {
     await mkdir(join(target, '..'), { recursive: true });
     await writeFile(temp, Buffer.concat([Buffer.from(`${JSON.stringify({ mediaType: manifest.mediaType })}\n`), manifest.bytes]));
     await rename(temp, target);
+  }
+
+  /** Every stored manifest file, with whether its bytes still match its name; bad ones are removed. */
+  async verifyAll(onBad: (upstream: string, digest: string) => void): Promise<{ checked: number; bad: number }> {
+    let checked = 0;
+    let bad = 0;
+    for (const entry of await readdir(this.dir, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      const file = join(entry.parentPath, entry.name);
+      const [upstreamDir, algorithm] = relative(this.dir, file).split(sep);
+      const upstream = decodeURIComponent(upstreamDir ?? '');
+      checked++;
+      let digest: Digest | undefined;
+      try {
+        digest = parseDigest(`${algorithm}:${entry.name}`);
+      } catch {
+        digest = undefined;
+      }
+      if (digest && (await this.get(upstream, digest))) continue;
+      bad++;
+      onBad(upstream, `${algorithm}:${entry.name}`);
+      await rm(file, { force: true });
+    }
+    return { checked, bad };
   }
 
   private path(upstream: string, digest: Digest): string {
