@@ -22,6 +22,7 @@ import { BlobFills } from './store/blob-fills.ts';
 import { FsConfirmationStore } from './store/confirmation-store.ts';
 import { FsBlobStore } from './store/fs-blob-store.ts';
 import { FsManifestStore } from './store/manifest-store.ts';
+import { StorageHealth } from './store/storage-health.ts';
 import { FsTagStore } from './store/tag-store.ts';
 import { UpstreamClient } from './upstream/client.ts';
 import { resolveCredentials } from './upstream/credentials.ts';
@@ -59,6 +60,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   await tagStore.init();
   await confirmations.init();
 
+  const storage = new StorageHealth(metrics, logger);
   const dispatchers = new Dispatchers(config);
   const upstreams = new Map<string, RouterUpstream>();
   for (const [name, upstream] of Object.entries(config.upstreams)) {
@@ -75,12 +77,13 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     upstreams.set(name, { client, aliases: upstream.aliases });
   }
   const router = new Router(upstreams, config.defaultUpstream);
-  const fills = new BlobFills(blobStore, metrics, logger);
-  const access = new RepositoryAccess(confirmations);
+  const fills = new BlobFills(blobStore, metrics, logger, storage);
+  const access = new RepositoryAccess(confirmations, storage);
   const manifests = new ManifestService({
     manifests: manifestStore,
     tags: tagStore,
     access,
+    storage,
     tagTtlMs: config.cache.tagTtl,
     revalidateTimeoutMs: config.timeouts.revalidate,
     metrics,

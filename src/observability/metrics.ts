@@ -80,6 +80,17 @@ export function createMetrics() {
       help: 'Blobs held in the cache',
       registers: [registry],
     }),
+    cacheWriteFailures: new Counter({
+      name: 'archway_cache_write_failures_total',
+      help: 'Writes to the cache that failed (disk full, read-only, I/O errors), by what was written',
+      labelNames: ['what'] as const,
+      registers: [registry],
+    }),
+    cacheStorageFailing: new Gauge({
+      name: 'archway_cache_storage_failing',
+      help: '1 while the cache disk refuses writes and archway serves without caching',
+      registers: [registry],
+    }),
     evictions: new Counter({
       name: 'archway_cache_evictions_total',
       help: 'Blobs evicted to stay under cache.maxSize',

@@ -12,6 +12,7 @@ import { formatPlatform, type Platform } from '../platform/platform.ts';
 import type { PlatformDecision } from '../platform/policy.ts';
 import type { Route } from '../routing/router.ts';
 import type { ManifestStore, StoredManifest } from '../store/manifest-store.ts';
+import type { StorageHealth } from '../store/storage-health.ts';
 import type { TagRecord, TagStore } from '../store/tag-store.ts';
 import { badUpstream, isUpstreamOutage } from '../upstream/errors.ts';
 import { SingleFlight } from '../util/single-flight.ts';
@@ -29,6 +30,8 @@ export interface ManifestServiceOptions {
   manifests: ManifestStore;
   tags: TagStore;
   access: RepositoryAccess;
+  /** Cache writes are best effort: a full disk must not fail a pull. */
+  storage: StorageHealth;
   tagTtlMs: number;
   /** How long a revalidation may take before the cached tag is served stale. */
   revalidateTimeoutMs: number;
@@ -102,7 +105,7 @@ export class ManifestService {
     if (!filtered) {
       const bytes = filterIndex(index.bytes, keep);
       filtered = { digest: digestOf(bytes), mediaType: index.mediaType, bytes };
-      await this.opts.manifests.put(upstream, filtered);
+      await this.persist(() => this.opts.manifests.put(upstream, filtered as StoredManifest));
       this.filteredIndexes.set(key, filtered);
     }
     // Made by archway for this repository's tag: the upstream has never seen this digest.
@@ -119,7 +122,7 @@ export class ManifestService {
     }
     const { value, joined } = await this.digestFlights.run(`${upstream}\n${route.repository}\n${digest}`, async () => {
       const fetched = await route.upstream.getManifest(route.repository, digest);
-      await this.opts.manifests.put(upstream, fetched);
+      await this.persist(() => this.opts.manifests.put(upstream, fetched));
       await this.opts.access.record(route, digest);
       return fetched;
     });
@@ -154,15 +157,15 @@ export class ManifestService {
         const head = await upstream.headManifest(route.repository, tag, AbortSignal.timeout(this.opts.revalidateTimeoutMs));
         if (head.digest === known.digest) {
           const record = { ...known, checkedAt: this.now() };
-          await tags.set(upstream.name, route.repository, tag, record);
+          await this.persist(() => tags.set(upstream.name, route.repository, tag, record));
           return { record, manifest: cached, outcome: 'revalidated' };
         }
       }
       const fetched = await upstream.getManifest(route.repository, tag);
-      await manifests.put(upstream.name, fetched);
+      await this.persist(() => manifests.put(upstream.name, fetched));
       await this.opts.access.record(route, fetched.digest);
       const record: TagRecord = { digest: fetched.digest, mediaType: fetched.mediaType, checkedAt: this.now() };
-      await tags.set(upstream.name, route.repository, tag, record);
+      await this.persist(() => tags.set(upstream.name, route.repository, tag, record));
       return { record, manifest: fetched, outcome: 'miss' };
     } catch (err) {
       if (known && cached && isUpstreamOutage(err)) return this.stale(route, tag, known, cached, (err as Error).message);
@@ -187,6 +190,10 @@ export class ManifestService {
     } catch (err) {
       throw badUpstream(route.upstream.name, `sent an invalid index (${(err as Error).message})`, { digest: manifest.digest });
     }
+  }
+
+  private persist(op: () => Promise<void>): Promise<void> {
+    return this.opts.storage.bestEffort('manifest', op);
   }
 
   private counted<T extends ManifestAnswer>(answer: T, kind: 'manifest' | 'tag'): T {

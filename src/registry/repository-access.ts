@@ -1,6 +1,7 @@
 import type { Digest } from '../oci/digest.ts';
 import type { Route } from '../routing/router.ts';
 import type { ConfirmationStore } from '../store/confirmation-store.ts';
+import type { StorageHealth } from '../store/storage-health.ts';
 
 /** Confirmation keys that are not a repository: content of an upstream as a whole, and the private marker. */
 const ANY_REPOSITORY = '';
@@ -19,17 +20,22 @@ const PRIVATE = '\0private';
  * Confirmations are kept on disk.
  */
 export class RepositoryAccess {
-  constructor(private readonly confirmations: ConfirmationStore) {}
+  constructor(
+    private readonly confirmations: ConfirmationStore,
+    private readonly storage: StorageHealth,
+  ) {}
 
   /** The upstream served `digest` in this repository: remember it. */
   async record(route: Route, digest: Digest): Promise<void> {
     const upstream = route.upstream.name;
-    if (route.upstream.isolated) {
-      await this.confirmations.add(upstream, route.repository, digest);
-      await this.confirmations.add(PRIVATE, ANY_REPOSITORY, digest);
-    } else {
-      await this.confirmations.add(upstream, ANY_REPOSITORY, digest);
-    }
+    await this.storage.bestEffort('confirmation', async () => {
+      if (route.upstream.isolated) {
+        await this.confirmations.add(upstream, route.repository, digest);
+        await this.confirmations.add(PRIVATE, ANY_REPOSITORY, digest);
+      } else {
+        await this.confirmations.add(upstream, ANY_REPOSITORY, digest);
+      }
+    });
   }
 
   /** Before serving cached content: make sure this repository may see it (throws *_UNKNOWN if not). */

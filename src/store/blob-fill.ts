@@ -1,32 +1,31 @@
 import { createHash } from 'node:crypto';
 import { open, unlink, type FileHandle } from 'node:fs/promises';
-import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { RegistryError, shuttingDown, storageFailure } from '../errors.ts';
+import { RegistryError, shuttingDown } from '../errors.ts';
 import { digestAlgorithm, type Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { BlobResponse } from '../upstream/client.ts';
 import { discardBody } from '../upstream/discard.ts';
 import { badUpstream, upstreamTransportError } from '../upstream/errors.ts';
 import type { BlobStore } from './blob-store.ts';
+import { FillReader } from './fill-reader.ts';
+import { RelayWindow } from './relay-window.ts';
+import type { StorageHealth } from './storage-health.ts';
 
-const READ_CHUNK = 256 * 1024;
+/** What a fill that cannot write to disk keeps in memory for its followers, at most. */
+const RELAY_WINDOW_BYTES = 8 * 1024 * 1024;
 
 export type FetchBlob = (signal: AbortSignal) => Promise<BlobResponse>;
 
-/** A failure of archway's own disk during a fill, told apart from the upstream's failures. */
-class LocalStorageError extends Error {
-  constructor(cause: unknown) {
-    super('local storage failed', { cause });
-  }
-}
-
-async function local<T>(op: Promise<T>): Promise<T> {
-  try {
-    return await op;
-  } catch (err) {
-    throw new LocalStorageError(err);
-  }
+export interface BlobFillOptions {
+  digest: Digest;
+  upstream: string;
+  store: BlobStore;
+  metrics: Metrics;
+  logger: Logger;
+  storage: StorageHealth;
+  /** Called when the fill stops writing to disk: new clients must not join it (it cannot replay from the start). */
+  onRelay: () => void;
 }
 
 /**
@@ -37,82 +36,108 @@ async function local<T>(op: Promise<T>): Promise<T> {
  * never get the last byte of their answer before that, so a corrupt blob is
  * never delivered as complete.
  *
+ * If the disk refuses a write (full, failing), the fill goes on without it:
+ * the rest of the blob is relayed to the clients already following through a
+ * bounded memory window, verified all the same, and not cached.
+ *
  * The temp file's descriptor stays open until the last reader is done, so a
  * reader is unaffected by the rename on commit or the unlink on failure.
  */
 export class BlobFill {
-  state: 'running' | 'committed' | 'failed' = 'running';
+  state: 'running' | 'committed' | 'relayed' | 'failed' = 'running';
   error: RegistryError | undefined;
   /** Expected size (upstream Content-Length) until done, then the real one. */
   size: number | undefined;
+  /** Bytes received from the upstream so far. */
   written = 0;
   /** Resolves once the upstream answered with headers (size known); rejects if it did not. */
   readonly ready: Promise<void>;
 
+  private readonly digest: Digest;
   private readonly tempPath: string;
   private resolveReady!: () => void;
   private rejectReady!: (err: RegistryError) => void;
   private file: FileHandle | undefined;
-  private readonly fileOpened: Promise<FileHandle>;
+  /** Bytes safely in the temp file; past them (after a disk failure) bytes are in the relay window. */
+  private onDisk = 0;
+  private relay: RelayWindow | undefined;
+  private readonly readers = new Set<FillReader>();
   private holders = 1; // the fill itself
   private changeWaiters: Array<() => void> = [];
+  private consumeWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
 
-  constructor(
-    readonly digest: Digest,
-    private readonly upstream: string,
-    private readonly store: BlobStore,
-    private readonly metrics: Metrics,
-    private readonly logger: Logger,
-  ) {
+  constructor(private readonly opts: BlobFillOptions) {
+    this.digest = opts.digest;
     this.ready = new Promise<void>((resolve, reject) => {
       this.resolveReady = resolve;
       this.rejectReady = reject;
     });
     // Callers that only wait for the outcome through readers must not see an unhandled rejection.
     this.ready.catch(() => undefined);
-    this.tempPath = store.tempPath();
-    this.fileOpened = open(this.tempPath, 'w+').then((f) => (this.file = f));
-    this.fileOpened.catch(() => undefined);
+    this.tempPath = opts.store.tempPath();
   }
 
-  /** Run the download; resolves when the fill is committed or has failed (never rejects). */
+  /** Run the download; resolves when the fill is committed, relayed or has failed (never rejects). */
   async run(fetch: FetchBlob): Promise<void> {
-    this.metrics.activeFills.inc();
+    const { metrics } = this.opts;
+    metrics.activeFills.inc();
+    let outcome: 'committed' | 'relayed' | undefined;
+    let failure: unknown;
     try {
-      const file = await local(this.fileOpened);
-      const res = await fetch(this.abort.signal);
-      this.size = res.size;
-      this.resolveReady();
-      const hash = createHash(digestAlgorithm(this.digest));
-      try {
-        for await (const chunk of res.body as AsyncIterable<Buffer>) {
-          hash.update(chunk);
-          await local(file.write(chunk, 0, chunk.length, this.written));
-          this.written += chunk.length;
-          this.metrics.upstreamBytes.inc({ upstream: this.upstream }, chunk.length);
-          if (this.size !== undefined && this.written > this.size) throw this.corrupt('body longer than Content-Length');
-          this.changed();
-        }
-      } catch (err) {
-        discardBody(res.body);
-        throw err;
-      }
-      if (this.size !== undefined && this.written !== this.size) throw this.corrupt(`body ended after ${this.written} of ${this.size} bytes`);
-      const actual = `${digestAlgorithm(this.digest)}:${hash.digest('hex')}`;
-      if (actual !== this.digest) throw this.corrupt(`digest mismatch: got ${actual}`);
-      this.size = this.written;
-      // On disk before it has a name: a crash must never leave a short file under a digest.
-      await local(file.sync());
-      await local(this.store.commitFile(this.tempPath, { digest: this.digest, size: this.written }));
-      this.state = 'committed';
-      this.logger.debug({ digest: this.digest, size: this.written }, 'blob cached');
+      outcome = await this.download(fetch);
     } catch (err) {
-      this.fail(err);
-    } finally {
-      this.metrics.activeFills.dec();
-      this.changed();
-      this.release();
+      failure = err;
+    }
+    // Clean up before readers can see the end: nothing of this fill outlives its answer on disk.
+    if (outcome !== 'committed') await unlink(this.tempPath).catch(() => undefined);
+    if (outcome) this.state = outcome;
+    else this.fail(failure);
+    metrics.activeFills.dec();
+    this.changed();
+    this.release();
+  }
+
+  private async download(fetch: FetchBlob): Promise<'committed' | 'relayed'> {
+    const { metrics, logger, store, storage } = this.opts;
+    try {
+      this.file = await open(this.tempPath, 'w+');
+    } catch (err) {
+      this.startRelay(err);
+    }
+    const res = await fetch(this.abort.signal);
+    this.size = res.size;
+    this.resolveReady();
+    const hash = createHash(digestAlgorithm(this.digest));
+    try {
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        hash.update(chunk);
+        await this.keep(chunk);
+        this.written += chunk.length;
+        metrics.upstreamBytes.inc({ upstream: this.opts.upstream }, chunk.length);
+        if (this.size !== undefined && this.written > this.size) throw this.corrupt('body longer than Content-Length');
+        this.changed();
+      }
+    } catch (err) {
+      discardBody(res.body);
+      throw err;
+    }
+    if (this.size !== undefined && this.written !== this.size) throw this.corrupt(`body ended after ${this.written} of ${this.size} bytes`);
+    const actual = `${digestAlgorithm(this.digest)}:${hash.digest('hex')}`;
+    if (actual !== this.digest) throw this.corrupt(`digest mismatch: got ${actual}`);
+    this.size = this.written;
+    if (this.relay || !this.file) return 'relayed';
+    try {
+      // On disk before it has a name: a crash must never leave a short file under a digest.
+      await this.file.sync();
+      await store.commitFile(this.tempPath, { digest: this.digest, size: this.written });
+      storage.succeeded();
+      logger.debug({ digest: this.digest, size: this.written }, 'blob cached');
+      return 'committed';
+    } catch (err) {
+      // Every byte was verified and is in the temp file: serve it, just not from the cache.
+      storage.failed(err, 'blob');
+      return 'relayed';
     }
   }
 
@@ -121,26 +146,78 @@ export class BlobFill {
     this.abort.abort(shuttingDown());
   }
 
-  /**
-   * A stream of bytes [start, end) of the blob as the fill delivers them.
-   * Take the reader before awaiting `ready`, so the file stays open for it.
-   */
+  /** A reader of the blob. Take it before awaiting `ready`, so the fill keeps its bytes for it. */
   reader(onBytes: (n: number) => void): FillReader {
     this.holders++;
-    return new FillReader(this, onBytes, () => this.release());
+    const reader = new FillReader(this, onBytes, (r) => {
+      this.readers.delete(r);
+      this.consumed();
+      this.release();
+    });
+    this.readers.add(reader);
+    return reader;
   }
 
-  /** Resolves at the next progress, commit or failure. */
+  /** Resolves at the next progress, end or failure. */
   nextChange(): Promise<void> {
     if (this.state !== 'running') return Promise.resolve();
     return new Promise((resolve) => this.changeWaiters.push(resolve));
   }
 
-  /** Positional read from the temp file (valid while a reader holds the fill). */
+  /** A reader moved on: a relay waiting for room may continue. */
+  consumed(): void {
+    const waiters = this.consumeWaiters;
+    this.consumeWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  /** Read received bytes at `position` (from the temp file, or the relay window past what reached the disk). */
   async read(buffer: Buffer, length: number, position: number): Promise<number> {
-    const file = await this.fileOpened;
-    const { bytesRead } = await file.read(buffer, 0, length, position);
-    return bytesRead;
+    if (position < this.onDisk && this.file) {
+      const { bytesRead } = await this.file.read(buffer, 0, Math.min(length, this.onDisk - position), position);
+      if (bytesRead === 0) throw new Error('temp file shorter than written');
+      return bytesRead;
+    }
+    const n = this.relay?.read(buffer, length, position) ?? 0;
+    if (n === 0) throw new Error('fell behind the relay window');
+    return n;
+  }
+
+  /** Put a received chunk where readers find it: the temp file, or after a disk failure the relay window. */
+  private async keep(chunk: Buffer): Promise<void> {
+    let offset = 0;
+    if (!this.relay && this.file) {
+      try {
+        // A nearly full disk takes part of a write and refuses the rest.
+        while (offset < chunk.length) {
+          const { bytesWritten } = await this.file.write(chunk, offset, chunk.length - offset, this.written + offset);
+          if (bytesWritten === 0) throw new Error('write made no progress');
+          offset += bytesWritten;
+          this.onDisk += bytesWritten;
+        }
+        return;
+      } catch (err) {
+        this.startRelay(err);
+      }
+    }
+    const relay = this.relay as RelayWindow;
+    relay.push(this.written + offset, offset ? chunk.subarray(offset) : chunk);
+    // Bounded memory: wait until the slowest follower has read what must be dropped.
+    while (relay.bytes > relay.limit) {
+      if (this.readers.size === 0) throw badUpstream(this.opts.upstream, 'blob could not be cached and nobody is reading it');
+      relay.dropBefore(Math.min(...[...this.readers].map((r) => r.position)));
+      if (relay.bytes <= relay.limit) break;
+      await new Promise<void>((resolve) => this.consumeWaiters.push(resolve));
+      if (this.abort.signal.aborted) throw shuttingDown();
+    }
+  }
+
+  private startRelay(err: unknown): void {
+    if (this.relay) return;
+    this.relay = new RelayWindow(RELAY_WINDOW_BYTES);
+    this.opts.storage.failed(err, 'blob');
+    this.opts.logger.warn({ digest: this.digest, onDisk: this.onDisk }, 'relaying blob without caching it');
+    this.opts.onRelay();
   }
 
   private changed(): void {
@@ -150,111 +227,25 @@ export class BlobFill {
   }
 
   private corrupt(reason: string): RegistryError {
-    this.metrics.digestMismatches.inc({ kind: 'blob' });
-    this.logger.error({ digest: this.digest, upstream: this.upstream, reason }, 'upstream blob is corrupt; not cached');
-    return badUpstream(this.upstream, `sent a corrupt blob (${reason})`, { digest: this.digest });
+    this.opts.metrics.digestMismatches.inc({ kind: 'blob' });
+    this.opts.logger.error({ digest: this.digest, upstream: this.opts.upstream, reason }, 'upstream blob is corrupt; not cached');
+    return badUpstream(this.opts.upstream, `sent a corrupt blob (${reason})`, { digest: this.digest });
   }
 
   private fail(err: unknown): void {
     this.state = 'failed';
     if (this.abort.signal.aborted) {
       this.error = shuttingDown();
-    } else if (err instanceof LocalStorageError) {
-      this.error = storageFailure(err.cause);
-      this.logger.error({ digest: this.digest, err: err.cause }, 'writing a blob to the cache failed');
     } else {
-      this.error = upstreamTransportError(this.upstream, err);
-      if (!(err instanceof RegistryError)) this.logger.warn({ digest: this.digest, err: this.error.message }, 'blob fill failed');
+      this.error = upstreamTransportError(this.opts.upstream, err);
+      if (!(err instanceof RegistryError)) this.opts.logger.warn({ digest: this.digest, err: this.error.message }, 'blob fill failed');
     }
     this.rejectReady(this.error);
-    unlink(this.tempPath).catch(() => undefined);
+    this.consumed();
   }
 
   private release(): void {
     if (--this.holders > 0) return;
-    this.fileOpened.then((f) => f.close()).catch(() => undefined);
-  }
-}
-
-/**
- * Follows a fill. The range is set once the size is known (`setRange`);
- * until then nothing is read.
- */
-export class FillReader extends Readable {
-  private pos = 0;
-  private end = Infinity; // exclusive
-  private pumping = false;
-  private released = false;
-
-  constructor(
-    private readonly fill: BlobFill,
-    private readonly onBytes: (n: number) => void,
-    private readonly releaseFill: () => void,
-  ) {
-    super({ highWaterMark: READ_CHUNK });
-  }
-
-  setRange(start: number, endExclusive: number): this {
-    this.pos = start;
-    this.end = endExclusive;
-    return this;
-  }
-
-  override _read(): void {
-    void this.pump();
-  }
-
-  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
-    this.releaseOnce();
-    cb(err);
-  }
-
-  private releaseOnce(): void {
-    if (this.released) return;
-    this.released = true;
-    this.releaseFill();
-  }
-
-  private async pump(): Promise<void> {
-    if (this.pumping) return;
-    this.pumping = true;
-    try {
-      for (;;) {
-        if (this.destroyed) return;
-        const fill = this.fill;
-        if (fill.state === 'failed') {
-          this.destroy(fill.error);
-          return;
-        }
-        const committed = fill.state === 'committed';
-        // Without a range the answer ends where the blob does: the expected size is its last byte.
-        const end = Math.min(this.end, fill.size ?? Infinity);
-        // The last byte of the answer waits for the verdict on the whole blob, so a
-        // client never holds a complete body that turns out to be corrupt (even
-        // where the end of a body is the connection's end, as in HTTP/1.0).
-        const cap = committed ? Math.min(end, fill.written) : Math.min(end, fill.written) - 1;
-        if (committed && this.pos >= cap) {
-          this.push(null);
-          this.releaseOnce();
-          return;
-        }
-        if (this.pos < cap) {
-          const length = Math.min(cap - this.pos, READ_CHUNK);
-          const buffer = Buffer.allocUnsafe(length);
-          const n = await this.fill.read(buffer, length, this.pos);
-          if (this.destroyed) return;
-          if (n === 0) throw new Error('temp file shorter than written');
-          this.pos += n;
-          this.onBytes(n);
-          if (!this.push(n === length ? buffer : buffer.subarray(0, n))) return;
-          continue;
-        }
-        await fill.nextChange();
-      }
-    } catch (err) {
-      this.destroy(err as Error);
-    } finally {
-      this.pumping = false;
-    }
+    this.file?.close().catch(() => undefined);
   }
 }

@@ -3,46 +3,63 @@ import type { Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { BlobFill, type FetchBlob } from './blob-fill.ts';
 import type { BlobStore } from './blob-store.ts';
+import type { StorageHealth } from './storage-health.ts';
 
 /**
  * The fills under way in this process, one per upstream and digest: the
  * coalescing point. Per upstream, because a fill that fails at one registry
  * (404, refused credentials) must not fail clients of another that has the
- * blob; the committed blob is shared by all.
+ * blob; the committed blob is shared by all. A fill that lost its disk and
+ * relays from memory cannot serve a newcomer from the first byte, so it
+ * leaves the table (but not `running`) at that moment.
  */
 export class BlobFills {
-  private readonly fills = new Map<string, { fill: BlobFill; done: Promise<void> }>();
+  private readonly joinable = new Map<string, BlobFill>();
+  private readonly running = new Map<BlobFill, Promise<void>>();
 
   constructor(
     private readonly store: BlobStore,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
+    private readonly storage: StorageHealth,
   ) {}
 
   get(upstream: string, digest: Digest): BlobFill | undefined {
-    return this.fills.get(key(upstream, digest))?.fill;
+    return this.joinable.get(key(upstream, digest));
   }
 
-  /** Start a fill (there must be none running for this upstream and digest). */
+  /** Start a fill (there must be none joinable for this upstream and digest). */
   start(upstream: string, digest: Digest, fetch: FetchBlob): BlobFill {
-    const fill = new BlobFill(digest, upstream, this.store, this.metrics, this.logger);
     const k = key(upstream, digest);
-    const done = fill.run(fetch).finally(() => {
-      if (this.fills.get(k)?.fill === fill) this.fills.delete(k);
+    const forget = () => {
+      if (this.joinable.get(k) === fill) this.joinable.delete(k);
+    };
+    const fill: BlobFill = new BlobFill({
+      digest,
+      upstream,
+      store: this.store,
+      metrics: this.metrics,
+      logger: this.logger,
+      storage: this.storage,
+      onRelay: forget,
     });
-    this.fills.set(k, { fill, done });
+    this.joinable.set(k, fill);
+    const done = fill.run(fetch).finally(() => {
+      forget();
+      this.running.delete(fill);
+    });
+    this.running.set(fill, done);
     return fill;
   }
 
   get size(): number {
-    return this.fills.size;
+    return this.running.size;
   }
 
   /** Shutdown: stop every download and wait until each has cleaned up. */
   async cancelAll(): Promise<void> {
-    const running = [...this.fills.values()];
-    for (const { fill } of running) fill.cancel();
-    await Promise.all(running.map((r) => r.done));
+    for (const fill of this.running.keys()) fill.cancel();
+    await Promise.all([...this.running.values()]);
   }
 }
 

@@ -43,8 +43,9 @@ export class FsConfirmationStore implements ConfirmationStore {
   async add(upstream: string, repository: string, digest: Digest): Promise<void> {
     const key = this.key(upstream, repository, digest);
     if (this.known.has(key)) return;
-    await writeFile(join(this.dir, key), '');
+    // Known in memory first: if the disk refuses the file, isolation holds for this process's life.
     this.known.set(key, true);
+    await writeFile(join(this.dir, key), '');
   }
 
   private key(upstream: string, repository: string, digest: Digest): string {

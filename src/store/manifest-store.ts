@@ -1,6 +1,6 @@
-import { randomUUID } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
+import { atomicWrite } from './atomic-write.ts';
 import { digestAlgorithm, digestHex, digestOf, parseDigest, type Digest } from '../oci/digest.ts';
 
 export interface StoredManifest {
@@ -57,10 +57,8 @@ export class FsManifestStore implements ManifestStore {
   /** Store verified bytes; the caller checked that `digest` is theirs. */
   async put(upstream: string, manifest: StoredManifest): Promise<void> {
     const target = this.path(upstream, manifest.digest);
-    const temp = join(this.tmpDir, randomUUID());
     await mkdir(join(target, '..'), { recursive: true });
-    await writeFile(temp, Buffer.concat([Buffer.from(`${JSON.stringify({ mediaType: manifest.mediaType })}\n`), manifest.bytes]));
-    await rename(temp, target);
+    await atomicWrite(target, Buffer.concat([Buffer.from(`${JSON.stringify({ mediaType: manifest.mediaType })}\n`), manifest.bytes]), this.tmpDir);
   }
 
   /** Every stored manifest file, with whether its bytes still match its name; bad ones are removed. */

@@ -1,8 +1,9 @@
-import { createHash, randomUUID } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
+import { atomicWrite } from './atomic-write.ts';
 
 export interface TagRecord {
   digest: Digest;
@@ -57,9 +58,7 @@ export class FsTagStore implements TagStore {
   async set(upstream: string, repository: string, tag: string, record: TagRecord): Promise<void> {
     const key = tagKey(upstream, repository, tag);
     this.memory.set(key, record);
-    const temp = join(this.tmpDir, randomUUID());
-    await writeFile(temp, JSON.stringify({ key, ...record }));
-    await rename(temp, this.path(key));
+    await atomicWrite(this.path(key), JSON.stringify({ key, ...record }), this.tmpDir);
   }
 
   private path(key: string): string {

@@ -1,0 +1,88 @@
+import { Readable } from 'node:stream';
+import type { BlobFill } from './blob-fill.ts';
+
+const READ_CHUNK = 256 * 1024;
+
+/**
+ * Follows a fill as it grows. The range is set once the size is known
+ * (`setRange`); until then nothing is read. The last byte of the answer waits
+ * for the fill's verdict on the whole blob, so a client never holds a complete
+ * body that turns out to be corrupt (even where the end of a body is the
+ * connection's end, as in HTTP/1.0).
+ */
+export class FillReader extends Readable {
+  /** Next byte to read; the fill reads it to know how far its followers are. */
+  position = 0;
+  private end = Infinity; // exclusive
+  private pumping = false;
+  private released = false;
+
+  constructor(
+    private readonly fill: BlobFill,
+    private readonly onBytes: (n: number) => void,
+    private readonly releaseFill: (reader: FillReader) => void,
+  ) {
+    super({ highWaterMark: READ_CHUNK });
+  }
+
+  setRange(start: number, endExclusive: number): this {
+    this.position = start;
+    this.end = endExclusive;
+    return this;
+  }
+
+  override _read(): void {
+    void this.pump();
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.releaseOnce();
+    cb(err);
+  }
+
+  private releaseOnce(): void {
+    if (this.released) return;
+    this.released = true;
+    this.releaseFill(this);
+  }
+
+  private async pump(): Promise<void> {
+    if (this.pumping) return;
+    this.pumping = true;
+    try {
+      for (;;) {
+        if (this.destroyed) return;
+        const fill = this.fill;
+        if (fill.state === 'failed') {
+          this.destroy(fill.error);
+          return;
+        }
+        const done = fill.state !== 'running';
+        // Without a range the answer ends where the blob does: the expected size is its last byte.
+        const end = Math.min(this.end, fill.size ?? Infinity);
+        const cap = done ? Math.min(end, fill.written) : Math.min(end, fill.written) - 1;
+        if (done && this.position >= cap) {
+          this.push(null);
+          this.releaseOnce();
+          return;
+        }
+        if (this.position < cap) {
+          const length = Math.min(cap - this.position, READ_CHUNK);
+          const buffer = Buffer.allocUnsafe(length);
+          const n = await fill.read(buffer, length, this.position);
+          if (this.destroyed) return;
+          this.position += n;
+          this.onBytes(n);
+          fill.consumed();
+          if (!this.push(n === length ? buffer : buffer.subarray(0, n))) return;
+          continue;
+        }
+        await fill.nextChange();
+      }
+    } catch (err) {
+      this.destroy(err as Error);
+    } finally {
+      this.pumping = false;
+    }
+  }
+}
