@@ -32,12 +32,14 @@ export interface ArchwayProcess {
 /**
  * `config` is archway's configuration; `server` keys given there (e.g. tls)
  * are kept, but host, port and shutdownTimeout are the harness's, and
- * cache.dir is a fresh directory.
+ * cache.dir is a fresh directory unless the config names one (to start a
+ * second process on the cache of a first, e.g. after a crash).
  */
 export async function startArchwayProcess(config: Record<string, unknown>): Promise<ArchwayProcess> {
   const dir = await tempDir('archway-proc-');
   const port = await freePort();
-  const cacheDir = join(dir, 'cache');
+  const givenDir = (config.cache as { dir?: unknown } | undefined)?.dir;
+  const cacheDir = typeof givenDir === 'string' ? givenDir : join(dir, 'cache');
   const configPath = join(dir, 'archway.yaml');
   const server = { ...(config.server as object | undefined), host: '127.0.0.1', port, shutdownTimeout: '5s' };
   const tls = 'tls' in server && server.tls !== undefined;
@@ -49,9 +51,10 @@ export async function startArchwayProcess(config: Record<string, unknown>): Prom
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const url = `${tls ? 'https' : 'http'}://127.0.0.1:${port}`;
   // The start-up probe checks liveness only; TLS tests verify certificates themselves.
-  const probeDispatcher = tls ? new Agent({ connect: { rejectUnauthorized: false } }) : undefined;
+  // Its own pool, closed after start-up: no probe connection stays open in archway
+  // (tests count archway's sockets).
+  const probeDispatcher = new Agent(tls ? { connect: { rejectUnauthorized: false } } : {});
   const healthy = async (): Promise<boolean> => {
-    if (!probeDispatcher) return (await fetch(`${url}/healthz`)).ok;
     const res = await request(`${url}/healthz`, { dispatcher: probeDispatcher });
     await res.body.dump();
     return res.statusCode === 200;
@@ -72,7 +75,7 @@ export async function startArchwayProcess(config: Record<string, unknown>): Prom
       await sleep(100);
     }
   } finally {
-    await probeDispatcher?.destroy();
+    await probeDispatcher.destroy();
   }
   return {
     url,
@@ -85,7 +88,8 @@ export async function startArchwayProcess(config: Record<string, unknown>): Prom
     async signal(sig, timeoutMs = 15_000) {
       const started = Date.now();
       child.kill(sig);
-      const code = await Promise.race([exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
+      // Unref'd: a pending timeout must not keep the test process alive after the exit.
+      const code = await Promise.race([exited, sleep(timeoutMs, undefined, { ref: false }).then(() => 'timeout' as const)]);
       if (code === 'timeout') throw new Error(`archway did not exit within ${timeoutMs} ms after ${sig}:\n${output}`);
       return { code, ms: Date.now() - started };
     },
