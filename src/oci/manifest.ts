@@ -27,11 +27,12 @@ export interface ManifestIndex {
  * field to be absent).
  */
 export function manifestMediaType(bytes: Buffer, contentType: string | undefined): string {
+  // Parsed whatever the header says: an HTML error page with a 200 is not a manifest.
+  const doc = parseJson(bytes);
   const fromHeader = contentType ? bareMediaType(contentType) : '';
   if (fromHeader && fromHeader !== 'application/json' && fromHeader !== 'text/plain' && fromHeader !== 'application/octet-stream') {
     return fromHeader;
   }
-  const doc = parseJson(bytes);
   if (typeof doc.mediaType === 'string') return doc.mediaType;
   if (Array.isArray(doc.manifests)) return MediaType.OciIndex;
   return MediaType.OciManifest;

@@ -264,7 +264,7 @@ export class UpstreamClient {
     } catch {
       discardBody(res.body);
     }
-    // A 3xx here means the redirect interceptor gave up (a loop or too many hops).
+    // A 3xx here means the redirect interceptor gave up after too many hops (loops it refuses outright).
     if (res.statusCode >= 300 && res.statusCode < 400) return this.badUpstream(`too many redirects (${res.statusCode})`);
     return upstreamStatusError(this.name, kind, res.statusCode, res.headers, code);
   }

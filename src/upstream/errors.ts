@@ -46,6 +46,8 @@ export function upstreamStatusError(
 /** Map a transport failure (refused, reset, timeout) to 502/504. */
 export function upstreamTransportError(upstream: string, err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
+  // undici's redirect interceptor refuses to revisit a URL.
+  if (err instanceof undiciErrors.InvalidArgumentError && /redirect loop/i.test(err.message)) return badUpstream(upstream, 'redirect loop');
   const timeout =
     err instanceof undiciErrors.ConnectTimeoutError ||
     err instanceof undiciErrors.HeadersTimeoutError ||
