@@ -1,5 +1,5 @@
 import type { RequestListener } from 'node:http';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import pino, { type Logger } from 'pino';
 import type { Config } from './config/schema.ts';
 import { ClientAuth } from './access/client-auth.ts';
@@ -7,7 +7,8 @@ import { readHtpasswd } from './access/htpasswd.ts';
 import { RateLimiter } from './access/rate-limiter.ts';
 import { readSecret } from './config/secrets.ts';
 import { installAccessHook } from './http/access-hook.ts';
-import { installErrorHandler } from './http/error-handler.ts';
+import { installErrorHandler, sendError, toRegistryError } from './http/error-handler.ts';
+import { badUrlError, installRequestHygiene, refuseConnect } from './http/request-hygiene.ts';
 import { createListener, reloadTls } from './http/tls.ts';
 import { registerHealthRoutes } from './http/health-routes.ts';
 import { installRequestLog } from './http/request-context.ts';
@@ -109,12 +110,18 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     bodyLimit: 1024 * 1024,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    // Errors fastify raises before routing (a URL it cannot decode) get the spec's envelope too.
+    frameworkErrors: (error, request, reply) => {
+      const err = error.code === 'FST_ERR_BAD_URL' ? badUrlError() : toRegistryError(error);
+      sendError(request.method, reply as unknown as FastifyReply, err);
+    },
   });
   // Write methods are refused before any body is read: accept every content type unparsed.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_request, _payload, done) => done(null));
   installRequestLog(app, metrics);
   installErrorHandler(app);
+  installRequestHygiene(app);
   installAccessHook(app, {
     auth: config.auth ? clientAuth(config.auth, config.defaultUpstream) : undefined,
     protectMetrics: config.auth?.protectMetrics ?? false,
@@ -133,6 +140,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   await app.ready();
   const extraServers = config.server.ports.map((port) => ({ port, server: createListener(handler as RequestListener, config.server.tls) }));
   const scheme = config.server.tls ? 'https' : 'http';
+  for (const server of [app.server, ...extraServers.map((e) => e.server)]) refuseConnect(server);
 
   const listen = async (port = config.server.port): Promise<string[]> => {
     const addresses = [await app.listen({ host: config.server.host, port })];

@@ -18,17 +18,21 @@ export function installErrorHandler(app: FastifyInstance): void {
       reply.raw.destroy();
       return;
     }
-    void reply
-      .code(registryError.status)
-      .headers(registryError.headers)
-      .header('content-type', 'application/json; charset=utf-8')
-      .send(request.method === 'HEAD' ? undefined : errorBody(registryError));
+    sendError(request.method, reply, registryError);
   });
 
   app.setNotFoundHandler((request, reply) => {
-    const err = new RegistryError('NAME_UNKNOWN', 'unknown endpoint', { status: 404, detail: { path: request.url.split('?')[0] } });
-    void reply.code(404).header('content-type', 'application/json; charset=utf-8').send(request.method === 'HEAD' ? undefined : errorBody(err));
+    sendError(request.method, reply, new RegistryError('NAME_UNKNOWN', 'unknown endpoint', { status: 404, detail: { path: request.url.split('?')[0] } }));
   });
+}
+
+/** The spec's envelope with the error's status and headers (no body for HEAD). */
+export function sendError(method: string, reply: FastifyReply, err: RegistryError): void {
+  void reply
+    .code(err.status)
+    .headers(err.headers)
+    .header('content-type', 'application/json; charset=utf-8')
+    .send(method === 'HEAD' ? undefined : errorBody(err));
 }
 
 export function toRegistryError(err: unknown): RegistryError {

@@ -29,7 +29,8 @@ export function normalizePlatform(p: Platform): Platform {
   const rawArch = p.architecture.toLowerCase();
   const alias = ARCH_ALIASES[rawArch];
   const architecture = alias?.architecture ?? rawArch;
-  let variant = (p.variant ?? alias?.variant ?? '').toLowerCase();
+  // An empty variant (indexes may carry "variant": "") is no variant.
+  let variant = (p.variant || alias?.variant || '').toLowerCase();
   if (/^\d+$/.test(variant)) variant = `v${variant}`;
   if (architecture === 'arm64' && variant === 'v8') variant = '';
   if (architecture === 'arm' && variant === '') variant = 'v7';

@@ -38,6 +38,15 @@ export class Router {
   }
 
   resolve(name: string, ns?: string): Route {
+    const route = this.route(name, ns);
+    // The name as the upstream will see it (library/ added) must still be a valid one.
+    if (route.repository.length > MAX_NAME_LENGTH) {
+      throw new RegistryError('NAME_INVALID', `repository name longer than ${MAX_NAME_LENGTH} characters at the upstream`, { detail: { name } });
+    }
+    return route;
+  }
+
+  private route(name: string, ns?: string): Route {
     if (ns !== undefined) {
       const upstream = this.byHost.get(ns.toLowerCase());
       if (!upstream) throw notConfigured(ns);
@@ -56,6 +65,8 @@ export class Router {
     return { upstream, repository: upstreamRepository(upstream.name, name), via: 'default' };
   }
 }
+
+const MAX_NAME_LENGTH = 255;
 
 /** Docker's rule: a first component with a dot or a colon, or `localhost`, is a registry host. */
 function looksLikeHost(component: string): boolean {

@@ -44,7 +44,8 @@ function parseOne(input: string): Challenge[] {
         value = /^[^,\s]*/.exec(s)?.[0] ?? '';
         s = s.slice(value.length);
       }
-      current.params[name.toLowerCase()] = value;
+      // defineProperty, not assignment: a parameter called __proto__ is data, not a prototype.
+      Object.defineProperty(current.params, name.toLowerCase(), { value, enumerable: true, writable: true, configurable: true });
     } else {
       // A new challenge: scheme followed by params (or a token68 we ignore).
       current = { scheme: name.toLowerCase(), params: {} };

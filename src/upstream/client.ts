@@ -7,7 +7,7 @@ import { UPSTREAM_MANIFEST_ACCEPT } from '../oci/media-types.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { BodyTooLargeError, readLimited, readLimitedBuffer, UpstreamAuth, type Credentials } from './auth.ts';
 import { discardBody } from './discard.ts';
-import { badUpstream, isUpstreamOutage, upstreamStatusError, upstreamTransportError, type FetchKind } from './errors.ts';
+import { badUpstream, isUpstreamOutage, isUpstreamWideFailure, upstreamStatusError, upstreamTransportError, type FetchKind } from './errors.ts';
 import { UpstreamHealth } from './health.ts';
 
 /** The spec lets registries refuse manifests over 4 MiB; archway refuses to cache larger ones. */
@@ -228,8 +228,8 @@ export class UpstreamClient {
       throw await this.statusError(res, opts.kind);
     } catch (err) {
       const mapped = upstreamTransportError(this.name, err);
-      if (isUpstreamOutage(mapped)) this.health.failed(mapped.message);
-      else this.health.succeeded(); // it answered: a 404 or 401 is an answer
+      if (isUpstreamWideFailure(mapped)) this.health.failed(mapped.message);
+      else if (!isUpstreamOutage(mapped)) this.health.succeeded(); // it answered: a 404 or 401 is an answer
       throw mapped;
     } finally {
       end({ status });

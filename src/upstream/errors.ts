@@ -66,6 +66,19 @@ export function badUpstream(upstream: string, message: string, detail: Record<st
   return new RegistryError('UNAVAILABLE', `upstream ${upstream}: ${message}`, { status: 502, detail: { upstream, ...detail } });
 }
 
+/**
+ * True when the failure says the upstream as a whole is in trouble (unreachable,
+ * timing out, overloaded, rate limiting), not just this request (a 500 for one
+ * odd name): only those make archway treat it as down for a while.
+ */
+export function isUpstreamWideFailure(err: RegistryError): boolean {
+  const status = (err.detail as { status?: number } | undefined)?.status;
+  if (err.code === 'TOOMANYREQUESTS') return true;
+  if (err.status === 504) return true;
+  if (err.status !== 502) return false;
+  return status === undefined || status === 502 || status === 503 || status === 504;
+}
+
 /** True for failures during which a stale cached tag should be served instead. */
 export function isUpstreamOutage(err: unknown): boolean {
   return err instanceof RegistryError && (err.status >= 500 || err.code === 'TOOMANYREQUESTS');

@@ -308,9 +308,10 @@ describe('request forgery: only configured upstreams are ever contacted', () => 
       }
       assert.equal((await ask(`/v2/x/manifests/1?${q}`, 'HEAD')).status, 404);
     }
-    // A repeated ns: the first one counts, and it is not configured.
+    // A repeated ns is ambiguous (which registry?): refused outright.
     const doubled = await ask(`/v2/team/app/manifests/1?ns=127.0.0.1:${port}&ns=public.test`);
-    assert.equal(doubled.status, 404);
+    assert.equal(doubled.status, 400);
+    assert.equal(errorCode(doubled), 'NAME_INVALID');
     // Path prefixes: a host:port fails the name grammar (NAME_INVALID); a bare host is not configured.
     for (const url of [
       `/v2/127.0.0.1:${port}/x/manifests/1`,
