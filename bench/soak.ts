@@ -9,6 +9,7 @@
 //   npm run soak -- --duration 60 --clients 16 --no-write
 //
 // test/e2e/soak.test.ts runs the same code for ~25 s inside `npm test`.
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { cpus, totalmem } from 'node:os';
@@ -77,6 +78,10 @@ export interface SoakResult {
   /** "kind status code upstream:down|up cached|uncached expected|UNEXPECTED" → count */
   errorCounts: Record<string, number>;
   unexpectedErrors: number;
+  /** Distinct tags, manifests and blobs that failed at least once. */
+  failedKeys: number;
+  /** Of those, the ones never served successfully after their last failure (must be none). */
+  unrecovered: string[];
   downtimes: Array<{ from: number; to: number }>;
   samples: Sample[];
   /** Before the load, and after it ended and connections settled. */
@@ -163,9 +168,12 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     const now = () => performance.now() - started;
     const endAt = options.durationMs;
     const downtimes: Array<{ from: number; to: number }> = [];
+    const movedUnlocks = new Set<number>();
     let upstreamDown = false;
     /** key → time its first verified answer completed */
     const verifiedAt = new Map<string, number>();
+    const lastVerifiedAt = new Map<string, number>();
+    const lastFailedAt = new Map<string, number>();
     const byKind: Record<Kind, number> = { tag: 0, manifest: 0, blob: 0, 'blob-range': 0, head: 0 };
     let requests = 0;
     let bytes = 0;
@@ -174,9 +182,20 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     const errors: SoakError[] = [];
     const samples: Sample[] = [];
 
-    // Images become eligible one after another over the first 90% of the run, so some are first
-    // asked for while the upstream is down (uncached content must fail cleanly then).
-    const unlocked = () => Math.max(1, Math.min(targets.length, Math.ceil((now() / (endAt * 0.9)) * targets.length)));
+    // Images become eligible one after another over the first 90% of the run, and one of them in the
+    // middle of each downtime, so some content is first asked for while the upstream is down (it must
+    // fail cleanly then, and be served once the upstream is back).
+    const unlockAt = targets.map((_, k) => (k / targets.length) * endAt * 0.9);
+    for (let i = 1; i <= options.restarts; i++) {
+      const middle = (endAt * i) / (options.restarts + 1);
+      const candidates = unlockAt.map((t, k) => [Math.abs(t - middle), k] as const).filter(([, k]) => k > 0 && !movedUnlocks.has(k));
+      const nearest = candidates.sort((a, b) => a[0] - b[0])[0];
+      if (nearest) {
+        unlockAt[nearest[1]] = middle;
+        movedUnlocks.add(nearest[1]);
+      }
+    }
+    const eligible = () => targets.filter((_, k) => unlockAt[k]! <= now());
 
     const overlapsDowntime = (from: number, to: number) =>
       upstreamDown || downtimes.some((d) => from <= d.to + DOWN_GRACE_MS && to >= d.from - DOWN_BEFORE_MS);
@@ -187,6 +206,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       const down = overlapsDowntime(from, to);
       const clean = status === 502 || status === 504 || status === 0;
       const expected = down && !cachedBefore && clean;
+      lastFailedAt.set(key, to);
       errors.push({ t: Math.round(to), kind, status, code, upstreamDown: down, cachedBefore, expected, what: `${what} (from t=${Math.round(from)})` });
     };
 
@@ -219,6 +239,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
         }
         verifiedBodies++;
         if (!verifiedAt.has(key)) verifiedAt.set(key, now());
+        lastVerifiedAt.set(key, now());
       } catch (err) {
         fail(kind, key, url, from, status, (err as NodeJS.ErrnoException).code ?? (err as Error).name);
       }
@@ -227,7 +248,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     const client = async () => {
       const random = (n: number) => Math.floor(Math.random() * n);
       while (now() < endAt) {
-        const target = targets[random(unlocked())]!;
+        const open = eligible();
+        const target = open[random(open.length)]!;
         const { image, repo } = target;
         const m = image.manifests[random(image.manifests.length)]!;
         const base = `${archway!.url}/v2/${repo}`;
@@ -300,6 +322,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     }
     const archwayAlive = archway.child.exitCode === null && archway.child.signalCode === null;
 
+    // What failed during a downtime must be served again once the upstream is back.
+    const unrecovered = [...lastFailedAt].filter(([key, t]) => (lastVerifiedAt.get(key) ?? -1) < t).map(([key]) => key);
     const errorCounts: Record<string, number> = {};
     for (const e of errors) {
       const key = `${e.kind} ${e.status} ${e.code} upstream:${e.upstreamDown ? 'down' : 'up'} ${e.cachedBefore ? 'cached' : 'uncached'} ${e.expected ? 'expected' : 'UNEXPECTED'}`;
@@ -320,6 +344,8 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
       errors,
       errorCounts,
       unexpectedErrors: errors.filter((e) => !e.expected).length,
+      failedKeys: lastFailedAt.size,
+      unrecovered,
       downtimes,
       samples,
       fdsBefore,
@@ -467,7 +493,7 @@ export function summarize(r: SoakResult): string {
     `requests ${r.requests} (${Object.entries(r.byKind).map(([k, v]) => `${k} ${v}`).join(', ')}), ${(r.requests / (r.durationMs / 1000)).toFixed(0)}/s`,
     `bytes received ${(r.bytes / 1024 / 1024).toFixed(1)} MiB, bodies verified ${r.verifiedBodies}, corrupt ${r.corrupt}`,
     `upstream down ${r.downtimes.map((d) => `${(d.from / 1000).toFixed(1)}–${(d.to / 1000).toFixed(1)} s`).join(', ') || 'never'}`,
-    `errors ${r.errors.length} (unexpected ${r.unexpectedErrors})${Object.entries(r.errorCounts).map(([k, v]) => `\n  ${v} × ${k}`).join('')}`,
+    `errors ${r.errors.length} (unexpected ${r.unexpectedErrors}) on ${r.failedKeys} distinct items, all served again after the upstream came back: ${r.unrecovered.length === 0}${Object.entries(r.errorCounts).map(([k, v]) => `\n  ${v} × ${k}`).join('')}`,
     `RSS first ${mib(r.rss.firstMiB)}, last ${mib(r.rss.lastMiB)}, max ${mib(r.rss.maxMiB)} (middle third max ${mib(r.rss.middleThirdMaxMiB)}, last third max ${mib(r.rss.lastThirdMaxMiB)})`,
     `fds first ${r.fds.first}, last ${r.fds.last}, max ${r.fds.max}; before the load ${r.fdsBefore.total} (${r.fdsBefore.upstream} to the upstream), after it settled ${r.fdsAfter.total} (${r.fdsAfter.upstream} idle to the upstream)`,
     `archway alive at the end: ${r.archwayAlive}`,
@@ -483,6 +509,7 @@ export function problems(r: SoakResult, opts: { rssSlackMiB?: number; fdSlack?: 
   if (r.unexpectedErrors > 0) {
     out.push(`${r.unexpectedErrors} unexpected errors:\n${r.errors.filter((e) => !e.expected).slice(0, 20).map((e) => `t=${e.t} ${e.kind} ${e.status} ${e.code} down=${e.upstreamDown} cached=${e.cachedBefore} ${e.what}`).join('\n')}`);
   }
+  if (r.unrecovered.length > 0) out.push(`${r.unrecovered.length} items failed during a downtime and were never served afterwards: ${r.unrecovered.slice(0, 10).join(', ')}`);
   if (!r.archwayAlive) out.push('archway died');
   // Client connections, files and temp files must all be gone; idle keep-alive connections to the upstream may stay, a bounded few.
   const fdSlack = opts.fdSlack ?? 2;
@@ -500,11 +527,11 @@ const BEGIN = '<!-- soak:begin -->';
 const END = '<!-- soak:end -->';
 
 /** Replace the figures between the soak markers of RELIABILITY.md. */
-export async function writeReliability(path: string, r: SoakResult, command: string): Promise<void> {
+export async function writeReliability(path: string, r: SoakResult, command: string, commit: string): Promise<void> {
   const date = new Date().toISOString().slice(0, 10);
   const block = [
     BEGIN,
-    `Last run: ${date}, \`${command}\` — ${problems(r).length === 0 ? '**passed**' : '**FAILED**'}.`,
+    `Last run: ${date} on commit ${commit}, \`${command}\` — ${problems(r).length === 0 ? '**passed**' : '**FAILED**'}.`,
     '',
     '| figure | value |',
     '|---|---|',
@@ -514,7 +541,7 @@ export async function writeReliability(path: string, r: SoakResult, command: str
     `| bytes received and verified | ${(r.bytes / 1024 / 1024).toFixed(1)} MiB, ${r.verifiedBodies} bodies |`,
     `| corrupt bodies | ${r.corrupt} |`,
     `| upstream restarts | ${r.downtimes.length}, down ${r.downtimes.map((d) => `${(d.from / 1000).toFixed(1)}–${(d.to / 1000).toFixed(1)} s`).join(' and ')} |`,
-    `| errors | ${r.errors.length}, unexpected ${r.unexpectedErrors} |`,
+    `| errors | ${r.errors.length}, unexpected ${r.unexpectedErrors}; ${r.failedKeys} distinct items failed, ${r.unrecovered.length} of them not served again once the upstream was back |`,
     ...Object.entries(r.errorCounts).map(([k, v]) => `| &nbsp;&nbsp;${k} | ${v} |`),
     `| archway RSS | first ${r.rss.firstMiB.toFixed(1)} MiB, last ${r.rss.lastMiB.toFixed(1)} MiB, max ${r.rss.maxMiB.toFixed(1)} MiB (max of middle third ${r.rss.middleThirdMaxMiB.toFixed(1)}, of last third ${r.rss.lastThirdMaxMiB.toFixed(1)}) |`,
     `| archway open fds | first ${r.fds.first}, last ${r.fds.last}, max ${r.fds.max}; ${r.fdsBefore.total} before the load, ${r.fdsAfter.total} after it settled (${r.fdsAfter.upstream} of them idle keep-alive connections to the upstream) |`,
@@ -540,6 +567,16 @@ export async function writeReliability(path: string, r: SoakResult, command: str
   await writeFile(path, text);
 }
 
+function gitCommit(): string {
+  try {
+    const id = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { encoding: 'utf8' }).trim() !== '';
+    return dirty ? `${id} (with uncommitted changes in src/)` : id;
+  } catch {
+    return 'unknown';
+  }
+}
+
 function thin<T>(xs: T[], n: number): T[] {
   if (xs.length <= n) return xs;
   const step = (xs.length - 1) / (n - 1);
@@ -558,6 +595,8 @@ async function main(): Promise<void> {
   });
   const args = process.argv.slice(2).join(' ');
   const command = `npm run soak${args ? ` -- ${args}` : ''}`;
+  // The code under test is what was checked out when archway started.
+  const commit = gitCommit();
   const result = await runSoak({
     durationMs: Number(values.duration) * 1000,
     clients: Number(values.clients),
@@ -572,7 +611,7 @@ async function main(): Promise<void> {
   if (values.json) await writeFile(values.json, JSON.stringify({ ...result, errors: result.errors.slice(0, 1000) }, null, 2));
   if (!values['no-write']) {
     const path = join(fileURLToPath(new URL('..', import.meta.url)), 'RELIABILITY.md');
-    await writeReliability(path, result, command);
+    await writeReliability(path, result, command, commit);
     process.stdout.write(`figures written to ${path}\n`);
   }
   process.exit(verdict.length ? 1 : 0);

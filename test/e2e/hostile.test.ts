@@ -178,6 +178,8 @@ interface Case {
   smuggling?: boolean;
   /** Further checks of a 2xx answer; returns problems. */
   verify?: (r: RawResponse) => Promise<string | undefined> | string | undefined;
+  /** Checks of the whole exchange (every answer on the connection); returns a problem. */
+  verifyAnswer?: (a: RawAnswer) => string | undefined;
   /** Authorization this case sends, for the guarded pass: 401 expected without valid credentials. */
   credentials?: 'none' | 'wrong' | 'valid';
 }
@@ -245,8 +247,11 @@ async function judge(c: Case, a: RawAnswer, ms: number, proc: ArchwayProcess): P
   const problems: string[] = [];
   if (a.raw.includes(MARKER)) problems.push('the canary marker is in the answer');
   const r = a.responses[0];
-  if (!r) return [...problems, `no HTTP answer (${a.raw.length} bytes, closed by server: ${a.closedByServer})`];
+  if (!r) problems.push(`no HTTP answer (${a.raw.length} bytes, closed by server: ${a.closedByServer})`);
+  if (!r) return problems.map((p) => `[${c.group}] ${c.what}: ${p}`);
   if (ms > 5000) problems.push(`took ${Math.round(ms)} ms`);
+  const whole = c.verifyAnswer?.(a);
+  if (whole) problems.push(whole);
   if (c.smuggling && a.responses.length > 1) problems.push(`${a.responses.length} answers: a smuggled request was executed (${a.responses.map((x) => x.status).join(', ')})`);
   for (const x of a.responses) {
     if (x.status >= 500) problems.push(`status ${x.status} ${x.body.toString('utf8').slice(0, 200)}`);
@@ -603,7 +608,6 @@ function methodCases(hostPort: string): Case[] {
     ['PATCH', '/v2/library/app/blobs/uploads/x', [['Transfer-Encoding', 'chunked']], '5\r\nhello\r\n0\r\n\r\n'],
     ['DELETE', m, [], undefined],
     ['DELETE', `/v2/library/app/blobs/${layer().digest}`, [], undefined],
-    ['POST', '/v2/', [['Content-Length', String(5 * 1024 * 1024)]], 'x'.repeat(5 * 1024 * 1024)],
     ['PUT', m, [['Content-Length', '10'], ['Expect', '100-continue']], undefined],
     ['POST', '/v2/', [['Content-Type', 'application/json'], ['Content-Length', '9']], '{"a":1,,}'],
     ['POST', '/v2/', [['Content-Type', 'application/json'], ['Content-Length', '27']], '{"__proto__":{"polluted":1}'],
@@ -614,6 +618,16 @@ function methodCases(hostPort: string): Case[] {
   for (const [method, path, extra, body] of writes) {
     cases.push({ group: 'methods', what: `${method} ${path.slice(0, 60)} ${extra.map(([k, v]) => `${k}=${v}`).join(' ')}`, bytes: get(path, extra, method, body), expect: '4xx' });
   }
+  // A 5 MiB upload on a keep-alive connection: refused, its body read and discarded (never taken for
+  // requests), and the next request on the connection answered.
+  const upload = rawRequest('POST', '/v2/library/app/blobs/uploads/', [['Host', hostPort], ['Content-Length', String(5 * 1024 * 1024)]], Buffer.alloc(5 * 1024 * 1024, 'GET /v2/ HTTP/1.1\r\n\r\n'));
+  cases.push({
+    group: 'methods',
+    what: 'POST a 5 MiB upload on a keep-alive connection, then GET /v2/',
+    bytes: Buffer.concat([upload, get('/v2/')]),
+    expect: '4xx',
+    verifyAnswer: (a) => (a.responses.map((r) => r.status).join(',') === '405,200' ? undefined : `answers ${a.responses.map((r) => r.status).join(',')} (expected 405 then 200)`),
+  });
   // Proxy-style requests: archway is no forward proxy.
   for (const target of [`http://127.0.0.1:${registry.port}/v2/library/app/manifests/${TAG}`, 'http://evil.example/v2/', `http://${hostPort}/v2/../../canary-secret`, 'https://evil.example:443/']) {
     cases.push({ group: 'methods', what: `absolute-form ${target}`, bytes: get(target), expect: '4xx' });
@@ -686,6 +700,8 @@ function ambiguousCases(hostPort: string): Case[] {
     // The issue: `ns` repeated gets a 4xx. containerd sends one; two different ones name two registries.
     { group: 'ambiguous', what: 'ns=docker.io then ns=evil.example', bytes: get(`${m}?ns=docker.io&ns=evil.example`), expect: '4xx' },
     { group: 'ambiguous', what: 'ns=docker.io then ns=registry.test', bytes: get(`${m}?ns=docker.io&ns=registry.test`), expect: '4xx' },
+    { group: 'ambiguous', what: 'ns then a percent-encoded n%73', bytes: get(`${m}?ns=docker.io&n%73=evil.example`), expect: '4xx' },
+    { group: 'ambiguous', what: 'Host and HOST', bytes: rawRequest('GET', m, [['Host', hostPort], ['HOST', 'evil.example'], ['Accept', ACCEPT.all], ['Connection', 'close']]), expect: '4xx' },
     // CONNECT: archway is no proxy; it should say so (405/400) rather than drop the connection unanswered.
     { group: 'ambiguous', what: 'CONNECT host:port', bytes: rawRequest('CONNECT', `127.0.0.1:${registry.port}`, [['Host', `127.0.0.1:${registry.port}`]]), expect: '4xx' },
     { group: 'ambiguous', what: 'CONNECT /v2/', bytes: rawRequest('CONNECT', '/v2/', [['Host', hostPort]]), expect: '4xx' },
@@ -715,6 +731,20 @@ describe('hostile input against an open archway (process)', () => {
       report(await runCases(open, cases));
     });
   }
+
+  it('a refused upload from a client that asked to close still gets its 405 (20 × 5 MiB)', async () => {
+    // archway answers 405 before reading the body; if it then closes with the body unread, the kernel
+    // sends a TCP reset, which can destroy the 405 before the client reads it (RFC 9112 §9.6: a server
+    // should half-close and keep reading, a "lingering close"). Keep-alive clients are not affected.
+    const body = Buffer.alloc(5 * 1024 * 1024, 'x');
+    const lost: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const a = await exchange(open, rawRequest('POST', '/v2/library/app/blobs/uploads/', headersFor('/v2/', [['Content-Length', String(body.length)]]), body));
+      sent++;
+      if (a.responses[0]?.status !== 405) lost.push(i);
+    }
+    assert.deepEqual(lost, [], `${lost.length} of 20 uploads got no 405 (the connection was reset with the body unread)`);
+  });
 
   it('ambiguous requests are refused: two Host headers, repeated ns, CONNECT', async () => {
     report(await runCases(open, ambiguousCases(open.hostPort)));
@@ -777,6 +807,7 @@ describe('hostile input against an archway with client authentication (process)'
   it('ambiguous credentials are refused: two Authorization headers naming different users, or valid then wrong', async () => {
     const cases: Case[] = [
       { group: 'ambiguous-auth', what: 'valid then wrong Authorization', bytes: get(m, [['Authorization', alice], ['Authorization', basic('alice', 'wrong')]]), expect: '4xx', credentials: 'wrong' },
+      { group: 'ambiguous-auth', what: 'Authorization and AUTHORIZATION', bytes: get(m, [['Authorization', alice], ['AUTHORIZATION', basic('bob', USERS.bob)]]), expect: '4xx', credentials: 'wrong' },
       {
         group: 'ambiguous-auth',
         what: 'alice then bob on a repository only alice may pull',
