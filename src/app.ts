@@ -116,9 +116,13 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       sendError(request.method, reply as unknown as FastifyReply, err);
     },
   });
-  // Write methods are refused before any body is read: accept every content type unparsed.
+  // Write methods are refused (405) without parsing anything: bodies are thrown away as
+  // they arrive (see v2-routes.ts for why the answer waits for them a little).
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (_request, _payload, done) => done(null));
+  app.addContentTypeParser('*', (_request, payload, done) => {
+    payload.resume();
+    done(null);
+  });
   installRequestLog(app, metrics);
   installErrorHandler(app);
   installRequestHygiene(app);

@@ -18,6 +18,9 @@ export interface V2Services {
   platforms: PlatformPolicy;
 }
 
+/** How long a refused write may take to send the body archway throws away. */
+const WRITE_DRAIN_MS = 2000;
+
 const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
 
 /** The pull side of the OCI distribution API, under /v2. */
@@ -29,6 +32,10 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const [path = '', query = ''] = splitUrl(request.url);
     if (request.method !== 'GET' && request.method !== 'HEAD') {
+      // A server that closes with a request body unread makes the kernel reset the
+      // connection, and the client never sees the answer: let the body (being
+      // discarded) arrive first, for a moment.
+      await bodyDrained(request.raw, WRITE_DRAIN_MS);
       // archway is a read-only mirror; pushes go to the registry itself.
       throw new RegistryError('UNSUPPORTED', 'archway is a pull-through cache: pushing and deleting are not supported', {
         status: 405,
@@ -196,6 +203,20 @@ function upstreamQuery(query: string): string {
   params.delete('ns');
   const rest = params.toString();
   return rest ? `?${rest}` : '';
+}
+
+function bodyDrained(body: NodeJS.ReadableStream & { readableEnded?: boolean }, timeoutMs: number): Promise<void> {
+  if (body.readableEnded) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+    body.once('end', done);
+    body.once('error', done);
+    body.once('close', done);
+  });
 }
 
 function splitUrl(url: string): [string, string] {
