@@ -7,6 +7,7 @@ import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../oci/dig
 import type { BlobInfo, BlobRead, BlobStore, ByteRange } from './blob-store.ts';
 import { LruIndex } from './lru-index.ts';
 
+const READ_CHUNK_BYTES = 1024 * 1024;
 const EMPTY_SHA256 = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 /** Access times reach the disk at most this often per blob, so hits stay cheap. */
@@ -79,7 +80,8 @@ export class FsBlobStore implements BlobStore {
     this.index.pin(digest);
     this.index.touch(digest);
     const path = this.path(digest);
-    const stream = createReadStream(path, range ? { start: range.start, end: range.end } : {});
+    // Large reads: fewer syscalls and stream turns per byte (measured in BENCHMARKS.md).
+    const stream = createReadStream(path, { highWaterMark: READ_CHUNK_BYTES, ...(range ? { start: range.start, end: range.end } : {}) });
     let released = false;
     const release = () => {
       if (released) return;
