@@ -339,6 +339,21 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
   const live: Target[] = [];
   let upstream: RegistryHandle | undefined;
   let front: ThrottleFront | undefined;
+  // Tracked as soon as started, so a failure anywhere stops them (archway is not in its own process group).
+  const keep = <T extends Target>(t: T): T => {
+    live.push(t);
+    return t;
+  };
+  const killLive = (): void => {
+    for (const t of live) {
+      try {
+        if (t.name === 'archway') process.kill(t.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  process.once('exit', killLive);
   try {
     // ---- upstream and its content
     upstream = await startRegistry();
@@ -359,15 +374,14 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
 
     // ---- 1. warm blob throughput
     if (only.has('warmBlob')) {
-      const targets: Target[] = [await startArchwayTarget(up.url), await startDistributionProxy(up.url), await startNginxCache(up.url)];
-      live.push(...targets);
+      const targets: Target[] = [];
+      for (const start of [startArchwayTarget, startDistributionProxy, startNginxCache]) targets.push(keep(await start(up.url)));
       const root = join(work, 'sendfile-root');
       const dirForBlob = join(root, 'v2', 'bench', 'blobs', 'blobs');
       await mkdir(dirForBlob, { recursive: true });
       await link(up.blobPath(warmDigest), join(dirForBlob, warmDigest));
       const sendfile = await startNginx({ kind: 'sendfile', root });
-      targets.push({ name: 'nginx-sendfile', url: sendfile.url, pid: sendfile.pid, stop: () => sendfile.stop() });
-      live.push(targets[targets.length - 1]!);
+      targets.push(keep({ name: 'nginx-sendfile', url: sendfile.url, pid: sendfile.pid, stop: () => sendfile.stop() }));
       const path = `/v2/bench/blobs/blobs/${warmDigest}`;
       // Warm every cache, and check it is warm: the body is right, and a second GET does not reach the upstream.
       for (const t of targets) {
@@ -399,8 +413,8 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       await stopAll(targets);
       live.length = 0;
     } else if (only.has('warmManifest')) {
-      const targets: Target[] = [await startArchwayTarget(up.url), await startDistributionProxy(up.url), await startNginxCache(up.url)];
-      live.push(...targets);
+      const targets: Target[] = [];
+      for (const start of [startArchwayTarget, startDistributionProxy, startNginxCache]) targets.push(keep(await start(up.url)));
       scenarios.warmManifest = await warmManifest(targets, up, sizes, rounds, log);
       await stopAll(targets);
       live.length = 0;
@@ -425,8 +439,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       const runs: Record<string, Record<string, number[]>> = {};
       for (let round = 0; round < rounds; round++) {
         for (const [name, start] of starters) {
-          const t = await start(front.url); // a fresh, empty cache every time
-          live.push(t);
+          const t = keep(await start(front.url)); // a fresh, empty cache every time
           front.reset();
           const downloads = await Promise.all(Array.from({ length: sizes.fanInClients }, () => download(`${t.url}${path}`)));
           await sleep(200); // a fill may still be finishing after the clients
@@ -471,8 +484,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       const runs: Record<string, Record<string, number[]>> = {};
       for (let round = 0; round < rounds; round++) {
         for (const [name, start] of starters) {
-          const t = await start(up.url);
-          live.push(t);
+          const t = keep(await start(up.url));
           const idleKiB = await procStatusKiB(t.pid, 'VmRSS');
           const t0 = performance.now();
           const downloads = await Promise.all(digests.map((d) => download(`${t.url}/v2/bench/memory/blobs/${d}`)));
@@ -503,6 +515,7 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
     await front?.stop();
     await upstream?.stop();
     await removeDir(work).catch(() => undefined);
+    process.off('exit', killLive);
   }
 
   const result: BenchResult = {

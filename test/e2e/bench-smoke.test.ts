@@ -1,0 +1,47 @@
+// A smoke run of the benchmark harness (bench/run.ts --quick: each scenario
+// once, tiny sizes) so `npm run bench` cannot rot: every scenario produces a
+// numeric result for every target, and archway fetches a blob wanted by 16
+// concurrent cold clients from the upstream exactly once.
+import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { renderTable, runBench, SCENARIOS, type BenchResult } from '../../bench/run.ts';
+import { tempDir } from '../harness/tmp.ts';
+
+const TARGETS: Record<(typeof SCENARIOS)[number], string[]> = {
+  warmBlob: ['archway', 'distribution', 'nginx-cache', 'nginx-sendfile'],
+  warmManifest: ['archway', 'distribution', 'nginx-cache'],
+  coldFanIn: ['archway', 'distribution', 'nginx-cache'],
+  memory: ['archway', 'distribution'],
+  scale: ['archway (2000 blobs)', 'archway (empty cache)'],
+};
+
+describe('bench harness (--quick)', () => {
+  it('runs every scenario against every target and writes numeric results; archway fetches a fanned-in blob once', async () => {
+    const resultsDir = await tempDir('archway-bench-smoke-');
+    const started = Date.now();
+    await runBench({ quick: true, rounds: 1, resultsDir });
+    const files = (await readdir(resultsDir)).filter((f) => f.endsWith('.json'));
+    assert.equal(files.length, 1, 'one results file');
+    const result = JSON.parse(await readFile(join(resultsDir, files[0]!), 'utf8')) as BenchResult;
+    console.log(`bench --quick took ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    for (const scenario of SCENARIOS) {
+      const s = result.scenarios[scenario];
+      assert.ok(s, `scenario ${scenario} missing`);
+      assert.deepEqual(Object.keys(s.targets).sort(), [...TARGETS[scenario]].sort(), `${scenario} targets`);
+      for (const [target, metrics] of Object.entries(s.targets)) {
+        assert.ok(Object.keys(metrics).length > 0, `${scenario}/${target} has no metrics`);
+        for (const [metric, st] of Object.entries(metrics)) {
+          assert.ok(Number.isFinite(st.median), `${scenario}/${target}/${metric} = ${st.median}`);
+        }
+      }
+      assert.deepEqual(s.notes.filter((n) => /bad|error|non-2xx/.test(n)), [], `${scenario}: failed requests`);
+    }
+    const fanIn = result.scenarios.coldFanIn!.targets.archway!;
+    assert.equal(fanIn.upstreamRatio!.median.toFixed(2), '1.00', 'archway fetched the fanned-in blob once');
+    assert.equal(fanIn.upstreamFetches!.median, 1);
+    assert.ok(result.scenarios.coldFanIn!.targets.distribution!.upstreamRatio!.median > 1, "distribution's proxy fetches per client (the harness can tell)");
+    assert.match(renderTable(result), /\| 3 \| cold fan-in: upstream bytes/);
+  });
+});
