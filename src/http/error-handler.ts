@@ -10,10 +10,12 @@ import { RegistryError, errorBody } from '../errors.ts';
 export function installErrorHandler(app: FastifyInstance): void {
   app.setErrorHandler((err: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) => {
     const registryError = toRegistryError(err);
-    if (!(err instanceof RegistryError)) {
+    if (registryError.status < 500) {
+      // The client's mistake (a RegistryError, or fastify's own 4xx): its answer says enough.
+    } else if (!(err instanceof RegistryError)) {
       // Unexpected: the whole error, stack included, for whoever fixes it (never for the client).
       request.log.error({ err }, 'request failed');
-    } else if (registryError.status >= 500) {
+    } else {
       // Expected operational failures (an upstream down, a full disk): one short line.
       request.log.warn({ code: registryError.code, status: registryError.status, reason: registryError.message }, 'request failed');
     }
