@@ -8,6 +8,8 @@ import type { BlobInfo, BlobRead, BlobStore, ByteRange } from './blob-store.ts';
 import { LruIndex } from './lru-index.ts';
 
 const READ_CHUNK_BYTES = 1024 * 1024;
+/** Shard directories scanned at once at start (each holds ~1/256 of the blobs). */
+const SCAN_PARALLEL_SHARDS = 16;
 const EMPTY_SHA256 = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
 /** Access times reach the disk at most this often per blob, so hits stay cheap. */
@@ -44,29 +46,41 @@ export class FsBlobStore implements BlobStore {
     await mkdir(this.blobsDir, { recursive: true });
     const found: Array<{ digest: Digest; size: number; mtime: number }> = [];
     for (const algorithm of await readdir(this.blobsDir)) {
-      for (const shard of await readdir(join(this.blobsDir, algorithm))) {
-        for (const hex of await readdir(join(this.blobsDir, algorithm, shard))) {
-          let digest: Digest;
-          try {
-            digest = parseDigest(`${algorithm}:${hex}`);
-          } catch {
-            continue; // not ours
-          }
-          const path = join(this.blobsDir, algorithm, shard, hex);
-          const s = await stat(path);
-          if (s.size === 0 && digest !== EMPTY_SHA256) {
-            // What a crash between rename and data reaching the disk leaves; never a real blob.
-            this.opts.logger.warn({ digest }, 'removing an empty cached blob');
-            await unlink(path);
-            continue;
-          }
-          found.push({ digest, size: s.size, mtime: s.mtimeMs });
-        }
+      const shards = await readdir(join(this.blobsDir, algorithm));
+      // Shards side by side: a cache of 100,000 blobs is 100,000 stats, and one at a time
+      // they made start-up take seconds (BENCHMARKS.md, cache scale).
+      for (let i = 0; i < shards.length; i += SCAN_PARALLEL_SHARDS) {
+        const batch = shards.slice(i, i + SCAN_PARALLEL_SHARDS).map((shard) => this.scanShard(algorithm, shard));
+        for (const entries of await Promise.all(batch)) found.push(...entries);
       }
     }
     found.sort((a, b) => a.mtime - b.mtime);
     for (const f of found) this.index.set(f.digest, f.size);
     await this.evict();
+  }
+
+  private async scanShard(algorithm: string, shard: string): Promise<Array<{ digest: Digest; size: number; mtime: number }>> {
+    const dir = join(this.blobsDir, algorithm, shard);
+    const entries = await Promise.all(
+      (await readdir(dir)).map(async (hex) => {
+        let digest: Digest;
+        try {
+          digest = parseDigest(`${algorithm}:${hex}`);
+        } catch {
+          return undefined; // not ours
+        }
+        const path = join(dir, hex);
+        const s = await stat(path);
+        if (s.size === 0 && digest !== EMPTY_SHA256) {
+          // What a crash between rename and data reaching the disk leaves; never a real blob.
+          this.opts.logger.warn({ digest }, 'removing an empty cached blob');
+          await unlink(path);
+          return undefined;
+        }
+        return { digest, size: s.size, mtime: s.mtimeMs };
+      }),
+    );
+    return entries.filter((e) => e !== undefined);
   }
 
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
