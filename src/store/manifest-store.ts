@@ -1,5 +1,6 @@
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
+import { LRUCache } from 'lru-cache';
 import { atomicWrite } from './atomic-write.ts';
 import { digestAlgorithm, digestHex, digestOf, parseDigest, type Digest } from '../oci/digest.ts';
 
@@ -26,6 +27,8 @@ export interface ManifestStore {
 export class FsManifestStore implements ManifestStore {
   private readonly dir: string;
   private readonly tmpDir: string;
+  /** Hot manifests, verified once when read from disk: a warm tag costs no file read or hash. */
+  private readonly hot = new LRUCache<string, StoredManifest>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (m) => m.bytes.length + 200 });
 
   constructor(cacheDir: string) {
     this.dir = join(cacheDir, 'manifests');
@@ -38,6 +41,15 @@ export class FsManifestStore implements ManifestStore {
   }
 
   async get(upstream: string, digest: Digest): Promise<StoredManifest | undefined> {
+    const key = `${upstream}\n${digest}`;
+    const hot = this.hot.get(key);
+    if (hot) return hot;
+    const found = await this.readVerified(upstream, digest);
+    if (found) this.hot.set(key, found);
+    return found;
+  }
+
+  private async readVerified(upstream: string, digest: Digest): Promise<StoredManifest | undefined> {
     let raw: Buffer;
     try {
       raw = await readFile(this.path(upstream, digest));
@@ -58,6 +70,7 @@ export class FsManifestStore implements ManifestStore {
   async put(upstream: string, manifest: StoredManifest): Promise<void> {
     const target = this.path(upstream, manifest.digest);
     await mkdir(join(target, '..'), { recursive: true });
+    this.hot.set(`${upstream}\n${manifest.digest}`, manifest);
     await atomicWrite(target, Buffer.concat([Buffer.from(`${JSON.stringify({ mediaType: manifest.mediaType })}\n`), manifest.bytes]), this.tmpDir);
   }
 
@@ -77,7 +90,7 @@ export class FsManifestStore implements ManifestStore {
       } catch {
         digest = undefined;
       }
-      if (digest && (await this.get(upstream, digest))) continue;
+      if (digest && (await this.readVerified(upstream, digest))) continue;
       bad++;
       onBad(upstream, `${algorithm}:${entry.name}`);
       await rm(file, { force: true });
