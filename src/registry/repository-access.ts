@@ -46,7 +46,11 @@ export class RepositoryAccess {
     } else {
       // Manifests are stored per upstream: only blobs can cross from a private upstream.
       if (kind === 'manifest' || (await this.confirmations.has(upstream, ANY_REPOSITORY, digest))) return;
-      if (!(await this.confirmations.has(PRIVATE, ANY_REPOSITORY, digest))) return;
+      if (!(await this.confirmations.has(PRIVATE, ANY_REPOSITORY, digest))) {
+        // Public content: shared as it is. Remembered, so the next hit asks no disk about the private marker.
+        await this.record(route, digest);
+        return;
+      }
     }
     if (kind === 'blob') await route.upstream.headBlob(route.repository, digest);
     else await route.upstream.headManifest(route.repository, digest);

@@ -3,10 +3,11 @@
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
 import { buildArchway, type Archway } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
+import { scrapeMetric } from './metrics.ts';
 import { tempDir } from './tmp.ts';
 
 export interface ArchwayHandle {
@@ -100,17 +101,8 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
     logs: () => lines,
     async metric(name, labels = {}) {
       // Through the HTTP endpoint, as Prometheus reads it (gauges refresh there).
-      const text = metricsDispatcher
-        ? await (await request(`https://127.0.0.1:${port}/metrics`, { dispatcher: metricsDispatcher })).body.text()
-        : await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-      let total = 0;
-      for (const line of text.split('\n')) {
-        const m = /^([a-zA-Z_:][\w:]*)(\{([^}]*)\})? (\S+)$/.exec(line);
-        if (!m || m[1] !== name) continue;
-        const have = Object.fromEntries([...(m[3] ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]));
-        if (Object.entries(labels).every(([k, v]) => have[k] === v)) total += Number(m[4]);
-      }
-      return total;
+      const base = `${metricsDispatcher ? 'https' : 'http'}://127.0.0.1:${port}`;
+      return scrapeMetric(base, name, labels, metricsDispatcher);
     },
     async stop() {
       await archway.close();

@@ -1,5 +1,4 @@
-// Reads Prometheus samples from an archway's /metrics (for archway processes;
-// the in-process handle has metric() of its own).
+// Reads Prometheus samples from an archway's /metrics (processes, and the in-process handle's metric()).
 import { request, type Dispatcher } from 'undici';
 
 /** Sum of the samples of `name` whose labels include `labels`. */
