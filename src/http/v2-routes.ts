@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.ts';
 import { acceptedMediaTypes } from '../oci/media-types.ts';
 import type { BlobService } from '../registry/blob-service.ts';
+import { isDirectBody } from '../store/blob-store.ts';
 import type { ManifestService } from '../registry/manifest-service.ts';
 import { denied } from '../access/client-auth.ts';
 import { formatPlatform } from '../platform/platform.ts';
@@ -9,6 +10,7 @@ import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
 import { rewriteLink } from './link.ts';
 import { parseRange } from './range.ts';
+import { sendDirect } from './send-direct.ts';
 import { parseV2Path } from './v2-path.ts';
 
 export interface V2Services {
@@ -21,12 +23,15 @@ export interface V2Services {
 /** How long a refused write may take to send the body archway throws away. */
 const WRITE_DRAIN_MS = 2000;
 
+/** On every /v2 answer: docker checks it on the 401 of `GET /v2/`. Blob answers written directly set it themselves. */
+const API_VERSION = ['docker-distribution-api-version', 'registry/2.0'] as const;
+
 const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
 
 /** The pull side of the OCI distribution API, under /v2. */
 export function registerV2Routes(app: FastifyInstance, services: V2Services): void {
   app.addHook('onSend', async (request, reply) => {
-    if (request.url.startsWith('/v2')) reply.header('docker-distribution-api-version', 'registry/2.0');
+    if (request.url.startsWith('/v2')) reply.header(...API_VERSION);
   });
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -124,6 +129,7 @@ async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Se
   }
   // A client that hangs up must release the reader (and its pin or fill hold).
   reply.raw.once('close', () => stream.destroy());
+  if (isDirectBody(stream)) return sendDirect(reply.header(...API_VERSION), stream);
   return reply.send(stream);
 }
 

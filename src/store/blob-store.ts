@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { Digest } from '../oci/digest.ts';
 
 export interface BlobInfo {
@@ -10,6 +10,19 @@ export interface BlobInfo {
 export interface ByteRange {
   start: number;
   end: number;
+}
+
+/**
+ * A read that can write itself to a socket faster than a pipe can (the
+ * filesystem store's FileBody: recycled buffers). Optional for a backend.
+ */
+export interface DirectBody {
+  /** Writes everything to `dest` and ends it; rejects on a read error (the caller then cuts `dest`). */
+  writeTo(dest: Writable): Promise<void>;
+}
+
+export function isDirectBody(stream: Readable): stream is Readable & DirectBody {
+  return typeof (stream as Partial<DirectBody>).writeTo === 'function';
 }
 
 export interface BlobRead {
@@ -25,7 +38,10 @@ export interface BlobRead {
  * (test/store/blob-store.contract.ts, run for each backend).
  */
 export interface BlobStore {
-  /** Prepare the store (create directories, remove leftovers of interrupted work, index content). */
+  /**
+   * Prepare the store (create directories, remove leftovers of interrupted work,
+   * start indexing content). Lookups work at once; `list` waits for the index.
+   */
   init(): Promise<void>;
   stat(digest: Digest): Promise<BlobInfo | undefined>;
   /**
@@ -38,6 +54,7 @@ export interface BlobStore {
   /** Move a verified file into the store under its digest. */
   commitFile(path: string, info: BlobInfo): Promise<void>;
   delete(digest: Digest): Promise<boolean>;
+  /** Everything cached, once indexing is complete. */
   list(): AsyncIterable<BlobInfo>;
   usage(): { bytes: number; count: number };
 }

@@ -1,13 +1,20 @@
 import { randomUUID } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink, utimes } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../oci/digest.ts';
+import { BufferPool } from '../util/buffer-pool.ts';
 import type { BlobInfo, BlobRead, BlobStore, ByteRange } from './blob-store.ts';
+import { FileBody } from './file-body.ts';
 import { LruIndex } from './lru-index.ts';
 
-const READ_CHUNK_BYTES = 1024 * 1024;
+/**
+ * Reads of cached blobs: 256 KiB chunks through recycled buffers held the
+ * same throughput as 1 MiB ones with a quarter of the memory per reader
+ * (BENCHMARKS.md, optimisation log); 32 idle buffers cover 16 busy readers.
+ */
+const READ_CHUNK_BYTES = 256 * 1024;
+const IDLE_READ_BUFFERS = 32;
 /** Shard directories scanned at once at start (each holds ~1/256 of the blobs). */
 const SCAN_PARALLEL_SHARDS = 16;
 const EMPTY_SHA256 = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
@@ -30,7 +37,11 @@ export interface FsBlobStoreOptions {
  */
 export class FsBlobStore implements BlobStore {
   private readonly index = new LruIndex<Digest>();
+  private readonly readBuffers = new BufferPool(READ_CHUNK_BYTES, IDLE_READ_BUFFERS);
   private readonly lastTouch = new Map<Digest, number>();
+  /** While the start-up scan runs: digests whose state was decided since (looked up, committed, deleted), which the scan must not override. */
+  private scanning: Set<Digest> | undefined;
+  private indexed: Promise<void> = Promise.resolve();
   private readonly blobsDir: string;
   private readonly tmpDir: string;
 
@@ -39,23 +50,53 @@ export class FsBlobStore implements BlobStore {
     this.tmpDir = join(opts.dir, 'tmp');
   }
 
+  /**
+   * Prepares the directories and starts indexing what is on disk. Serving does
+   * not wait for the index: until it is complete a lookup asks the disk
+   * directly, so start-up time does not grow with the cache (100,000 blobs
+   * took 2 s to scan here; BENCHMARKS.md, cache scale). Eviction waits for it.
+   */
   async init(): Promise<void> {
     // Temp files are fills a previous process did not finish: never complete, never trusted.
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
     await mkdir(this.blobsDir, { recursive: true });
+    this.scanning = new Set();
+    this.indexed = this.scan().then(
+      () => {
+        this.scanning = undefined;
+      },
+      (err: unknown) => {
+        this.scanning = undefined;
+        this.opts.logger.error({ err }, 'indexing the blob cache failed; blobs found so far are indexed');
+      },
+    );
+  }
+
+  /** Resolves once every blob on disk at start is in the index (and the store was shrunk to its size limit). */
+  whenIndexed(): Promise<void> {
+    return this.indexed;
+  }
+
+  private async scan(): Promise<void> {
     const found: Array<{ digest: Digest; size: number; mtime: number }> = [];
     for (const algorithm of await readdir(this.blobsDir)) {
       const shards = await readdir(join(this.blobsDir, algorithm));
       // Shards side by side: a cache of 100,000 blobs is 100,000 stats, and one at a time
-      // they made start-up take seconds (BENCHMARKS.md, cache scale).
+      // they took seconds (BENCHMARKS.md, cache scale).
       for (let i = 0; i < shards.length; i += SCAN_PARALLEL_SHARDS) {
         const batch = shards.slice(i, i + SCAN_PARALLEL_SHARDS).map((shard) => this.scanShard(algorithm, shard));
         for (const entries of await Promise.all(batch)) found.push(...entries);
       }
     }
     found.sort((a, b) => a.mtime - b.mtime);
-    for (const f of found) this.index.set(f.digest, f.size);
+    const seen = this.scanning ?? new Set();
+    for (const f of found) {
+      // Looked up, committed or deleted while the scan ran: that is newer than what the scan saw.
+      if (!seen.has(f.digest)) this.index.set(f.digest, f.size);
+    }
+    // Looked up during the scan, hence most recently used: keep them at the new end.
+    for (const digest of seen) this.index.touch(digest);
     await this.evict();
   }
 
@@ -84,33 +125,21 @@ export class FsBlobStore implements BlobStore {
   }
 
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
-    const size = this.index.size(digest);
+    const size = await this.lookup(digest);
     return size === undefined ? undefined : { digest, size };
   }
 
   async open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined> {
-    const size = this.index.size(digest);
+    const size = await this.lookup(digest);
     if (size === undefined) return undefined;
     this.index.pin(digest);
     this.index.touch(digest);
     const path = this.path(digest);
-    // Large reads: fewer syscalls and stream turns per byte (measured in BENCHMARKS.md).
-    const stream = createReadStream(path, { highWaterMark: READ_CHUNK_BYTES, ...(range ? { start: range.start, end: range.end } : {}) });
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      this.index.unpin(digest);
-      void this.evict();
-    };
-    stream.once('close', release);
+    let handle: FileHandle;
     try {
-      await new Promise<void>((resolve, reject) => {
-        stream.once('open', () => resolve());
-        stream.once('error', reject);
-      });
+      handle = await open(path, 'r');
     } catch (err) {
-      release();
+      this.release(digest);
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         // Removed behind our back (an operator cleaning the disk): forget it, it is a miss.
         this.index.delete(digest);
@@ -118,8 +147,31 @@ export class FsBlobStore implements BlobStore {
       }
       throw err;
     }
+    const stream = new FileBody(handle, range?.start ?? 0, range ? range.end + 1 : size, this.readBuffers);
+    stream.once('close', () => this.release(digest));
     this.touchFile(digest, path);
     return { size, stream };
+  }
+
+  /** The size of a cached blob; while the start-up scan runs, the disk answers what the index does not know yet. */
+  private async lookup(digest: Digest): Promise<number | undefined> {
+    const known = this.index.size(digest);
+    if (known !== undefined || this.scanning === undefined) return known;
+    if (this.scanning.has(digest)) return undefined; // deleted (or absent) since the scan began
+    const path = this.path(digest);
+    const s = await stat(path).catch(() => undefined);
+    // An empty file is what a crash can leave; the scan removes it.
+    if (!s?.isFile() || (s.size === 0 && digest !== EMPTY_SHA256)) return undefined;
+    if (this.scanning?.has(digest)) return this.index.size(digest); // decided while we asked the disk
+    this.scanning?.add(digest);
+    this.index.set(digest, s.size);
+    return s.size;
+  }
+
+  /** The end of one read: the blob may be evicted again (and an over-full store shrinks now). */
+  private release(digest: Digest): void {
+    this.index.unpin(digest);
+    void this.evict();
   }
 
   tempPath(): string {
@@ -134,12 +186,14 @@ export class FsBlobStore implements BlobStore {
     // The rename itself must survive a crash too.
     const handle = await open(dir, 'r');
     await handle.sync().finally(() => handle.close());
+    this.scanning?.add(info.digest);
     this.index.set(info.digest, info.size);
     await this.evict();
   }
 
   async delete(digest: Digest): Promise<boolean> {
     if (this.index.isPinned(digest)) return false;
+    this.scanning?.add(digest);
     this.index.delete(digest);
     this.lastTouch.delete(digest);
     try {
@@ -152,6 +206,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async *list(): AsyncIterable<BlobInfo> {
+    await this.indexed;
     for (const [digest, size] of this.index.entries()) yield { digest, size };
   }
 

@@ -35,7 +35,11 @@ export interface ArchwayProcess {
  * cache.dir is a fresh directory unless the config names one (to start a
  * second process on the cache of a first, e.g. after a crash).
  */
-export async function startArchwayProcess(config: Record<string, unknown>): Promise<ArchwayProcess> {
+export async function startArchwayProcess(
+  config: Record<string, unknown>,
+  /** `compiled`: run dist/main.js (as the container image does; `npm run build` first) instead of the sources through tsx. */
+  opts: { compiled?: boolean } = {},
+): Promise<ArchwayProcess> {
   const dir = await tempDir('archway-proc-');
   const port = await freePort();
   const givenDir = (config.cache as { dir?: unknown } | undefined)?.dir;
@@ -44,7 +48,7 @@ export async function startArchwayProcess(config: Record<string, unknown>): Prom
   const server = { ...(config.server as object | undefined), host: '127.0.0.1', port, shutdownTimeout: '5s' };
   const tls = 'tls' in server && server.tls !== undefined;
   await writeFile(configPath, stringify({ ...config, server, cache: { dir: cacheDir, ...(config.cache as object) } }));
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...archwayEntry(opts.compiled), '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
@@ -111,4 +115,9 @@ export async function startArchwayProcess(config: Record<string, unknown>): Prom
       }
     },
   };
+}
+
+/** The node arguments that start archway: its sources through tsx, or the compiled build. */
+export function archwayEntry(compiled = false): string[] {
+  return compiled ? ['dist/main.js'] : ['--import', 'tsx', 'src/main.ts'];
 }
