@@ -26,6 +26,9 @@ import { FsManifestStore } from './store/manifest-store.ts';
 import { StorageHealth } from './store/storage-health.ts';
 import { FsTagStore } from './store/tag-store.ts';
 import { UpstreamClient } from './upstream/client.ts';
+import { VirtualImageService } from './virtual/virtual-image-service.ts';
+import { VirtualImages } from './virtual/virtual-images.ts';
+import { VirtualProvenance } from './virtual/provenance.ts';
 import { resolveCredentials } from './upstream/credentials.ts';
 import { Dispatchers } from './upstream/dispatcher.ts';
 
@@ -91,6 +94,8 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     logger,
   });
   const blobs = new BlobService(blobStore, fills, access, metrics);
+  const virtualImages = new VirtualImages(config.virtual, config.defaultUpstream, router);
+  const virtuals = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger);
 
   const platforms = new PlatformPolicy(config.platform);
 
@@ -131,7 +136,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     protectMetrics: config.auth?.protectMetrics ?? false,
     limiter: config.limits.perClient.concurrentRequests || config.limits.perClient.requestsPerSecond ? new RateLimiter(config.limits.perClient) : undefined,
   });
-  registerV2Routes(app, { router, manifests, blobs, platforms });
+  registerV2Routes(app, { router, manifests, blobs, platforms, virtualImages, virtuals });
   registerHealthRoutes(app, {
     cacheDir: config.cache.dir,
     metrics,

@@ -100,6 +100,44 @@ const upstream = z
     message: 'give at most one of password, passwordFile, passwordEnv',
   });
 
+/** Docker Hub's per-architecture organisations (docker-library's official images), for `members: dockerhub`. */
+export const DOCKERHUB_ARCHITECTURES: Readonly<Record<string, string>> = {
+  'linux/amd64': 'amd64/{name}',
+  'linux/arm64': 'arm64v8/{name}',
+  'linux/arm/v7': 'arm32v7/{name}',
+  'linux/arm/v6': 'arm32v6/{name}',
+  'linux/arm/v5': 'arm32v5/{name}',
+  'linux/386': 'i386/{name}',
+  'linux/ppc64le': 'ppc64le/{name}',
+  'linux/s390x': 's390x/{name}',
+  'linux/riscv64': 'riscv64/{name}',
+  'linux/mips64le': 'mips64le/{name}',
+};
+
+const NAME_COMPONENT = '[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*';
+
+const virtualImage = z
+  .object({
+    /** The registry the virtual name lives in, and where members without a registry host are fetched. Default: defaultUpstream. */
+    upstream: z.string().optional(),
+    /**
+     * os/arch[/variant] → member repository (`arm64v8/node`, or `ghcr.io/org/app-arm64` on another upstream).
+     * `{name}` stands for what the `*` of a template name matched (or the whole name). `dockerhub`: Docker Hub's
+     * per-architecture organisations, `amd64/{name}`, `arm64v8/{name}`, …
+     */
+    members: z.union([z.literal('dockerhub'), z.record(z.string(), z.string().min(1))]).transform((members, ctx) => {
+      const out: Record<string, string> = {};
+      for (const [platform, repository] of Object.entries(members === 'dockerhub' ? DOCKERHUB_ARCHITECTURES : members)) {
+        const key = normalisedPlatform(platform, ctx);
+        if (key in out) ctx.addIssue({ code: 'custom', path: [platform], message: `${key} is listed twice` });
+        out[key] = repository;
+      }
+      if (Object.keys(out).length === 0) ctx.addIssue({ code: 'custom', message: 'a virtual image needs at least one member' });
+      return out;
+    }),
+  })
+  .strict();
+
 const clientToken = z
   .object({
     /** Shown in logs instead of the token. */
@@ -189,6 +227,13 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Multi-platform images assembled on the fly from per-architecture repositories, by name; `prefix/*` is a template. */
+    virtual: z
+      .record(
+        z.string().regex(new RegExp(`^${NAME_COMPONENT}(?:/${NAME_COMPONENT})*(?:/\\*)?$`), 'a repository name, or a template ending in /*'),
+        virtualImage,
+      )
+      .default({}),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -211,6 +256,18 @@ export const configSchema = z
     }
     if (!(c.defaultUpstream in c.upstreams)) {
       ctx.addIssue({ code: 'custom', path: ['defaultUpstream'], message: `"${c.defaultUpstream}" is not a key of upstreams` });
+    }
+    const registries = new Set(Object.entries(c.upstreams).flatMap(([key, u]) => [key, ...u.aliases]));
+    for (const [name, v] of Object.entries(c.virtual)) {
+      if (v.upstream !== undefined && !(v.upstream in c.upstreams)) {
+        ctx.addIssue({ code: 'custom', path: ['virtual', name, 'upstream'], message: `"${v.upstream}" is not a key of upstreams` });
+      }
+      for (const [platform, repository] of Object.entries(v.members)) {
+        const first = repository.split('/')[0] ?? '';
+        if (repository.includes('/') && /[.:]|^localhost$/.test(first) && !registries.has(first)) {
+          ctx.addIssue({ code: 'custom', path: ['virtual', name, 'members', platform], message: `registry ${first} is not configured in upstreams` });
+        }
+      }
     }
   });
 

@@ -3,7 +3,9 @@ import { RegistryError } from '../errors.ts';
 import { acceptedMediaTypes } from '../oci/media-types.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import { isDirectBody } from '../store/blob-store.ts';
-import type { ManifestService } from '../registry/manifest-service.ts';
+import type { ManifestService, ManifestSource } from '../registry/manifest-service.ts';
+import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
+import type { VirtualImage, VirtualImages } from '../virtual/virtual-images.ts';
 import { denied } from '../access/client-auth.ts';
 import { formatPlatform } from '../platform/platform.ts';
 import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
@@ -18,6 +20,8 @@ export interface V2Services {
   manifests: ManifestService;
   blobs: BlobService;
   platforms: PlatformPolicy;
+  virtualImages: VirtualImages;
+  virtuals: VirtualImageService;
 }
 
 /** How long a refused write may take to send the body archway throws away. */
@@ -58,17 +62,24 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
       if (ns !== undefined) reply.header('oci-namespace', ns);
       return route;
     };
+    if (target.endpoint === 'base') return reply.header('content-type', 'application/json').send({});
+    const route = resolve(target.name);
+    // A virtual image (config `virtual`) is answered from its members' repositories.
+    const virtual = services.virtualImages.match(route);
     switch (target.endpoint) {
-      case 'base':
-        return reply.header('content-type', 'application/json').send({});
-      case 'manifest':
-        return manifest(request, reply, services, resolve(target.name), target.name, target.reference);
+      case 'manifest': {
+        const source = virtual ? services.virtuals.source(virtual) : services.manifests.source(route);
+        return manifest(request, reply, services, route, source, target.name, target.reference);
+      }
       case 'blob':
-        return blob(request, reply, services, resolve(target.name), target.digest);
+        return blob(request, reply, services, virtual ? await services.virtuals.blobRoute(virtual, target.digest) : route, target.digest);
       case 'tags':
-        return tags(reply, resolve(target.name), target.name, upstreamQuery(query), ns);
+        if (virtual) return virtualTags(reply, services.virtuals, virtual, target.name, new URLSearchParams(query));
+        return tags(reply, route, target.name, upstreamQuery(query), ns);
       case 'referrers':
-        return referrers(reply, resolve(target.name), target.digest, upstreamQuery(query));
+        // Nothing refers to an index archway made; members' referrers live under their own names.
+        if (virtual) return reply.header('content-type', 'application/vnd.oci.image.index.v1+json').send(EMPTY_INDEX);
+        return referrers(reply, route, target.digest, upstreamQuery(query));
     }
   };
 
@@ -81,12 +92,13 @@ async function manifest(
   reply: FastifyReply,
   services: V2Services,
   route: Route,
+  source: ManifestSource,
   name: string,
   reference: Parameters<ManifestService['get']>[1],
 ) {
   const started = performance.now();
   const decision = services.platforms.decide(clientFacts(request, name, route));
-  const { manifest, outcome, rewrite } = await services.manifests.get(route, reference, acceptedMediaTypes(request.headers.accept), decision);
+  const { manifest, outcome, rewrite } = await services.manifests.get(source, reference, acceptedMediaTypes(request.headers.accept), decision);
   noteOutcome(request, outcome, started);
   if (rewrite) {
     request.archway.platform = `${rewrite.mode}:${formatPlatform(rewrite.platform)}`;
@@ -149,6 +161,11 @@ async function tags(reply: FastifyReply, route: Route, name: string, query: stri
     .code(res.status)
     .header('content-type', headerValue(res.headers['content-type']) ?? 'application/json')
     .send(withClientName(res.body, route.repository, name));
+}
+
+async function virtualTags(reply: FastifyReply, virtuals: VirtualImageService, image: VirtualImage, name: string, query: URLSearchParams) {
+  reply.request.archway.outcome = 'pass';
+  return reply.header('content-type', 'application/json').send({ name, tags: await virtuals.tags(image, query) });
 }
 
 async function referrers(reply: FastifyReply, route: Route, digest: Parameters<BlobService['get']>[1], query: string) {

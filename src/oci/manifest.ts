@@ -71,3 +71,30 @@ function parseJson(bytes: Buffer): Record<string, unknown> {
   }
   return doc as Record<string, unknown>;
 }
+
+/**
+ * The digests a manifest points at: an index's entries, an image's config
+ * and layers (and a subject). Unreadable parts are skipped: this only says
+ * where content came from, it validates nothing.
+ */
+export function referencedDigests(bytes: Buffer): Digest[] {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parseJson(bytes);
+  } catch {
+    return [];
+  }
+  const found: Digest[] = [];
+  const add = (d: unknown) => {
+    if (typeof d !== 'object' || d === null) return;
+    try {
+      found.push(parseDigest(String((d as Record<string, unknown>).digest)));
+    } catch {
+      // not a descriptor
+    }
+  };
+  for (const list of [doc.manifests, doc.layers]) if (Array.isArray(list)) list.forEach(add);
+  add(doc.config);
+  add(doc.subject);
+  return found;
+}

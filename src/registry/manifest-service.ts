@@ -43,6 +43,21 @@ export interface ManifestServiceOptions {
 type TagAnswer = ManifestAnswer & { record: TagRecord };
 
 /**
+ * Where the manifests of one name come from: a repository at an upstream
+ * (`ManifestService.source`), or a virtual image assembled from several
+ * (src/virtual/). The platform rules apply to either the same way.
+ */
+export interface ManifestSource {
+  /** The manifest store key under which archway keeps what it makes for this name (narrowed indexes). */
+  readonly storeKey: string;
+  /** The tag's manifest; `accepted` lets a source that writes its own index pick the format the client reads. */
+  tag(tag: string, accepted: Set<string>): Promise<ManifestAnswer>;
+  digest(digest: Digest): Promise<ManifestAnswer>;
+  /** archway made `digest` (a narrowed index) for this name: it may be served here by digest. */
+  made(digest: Digest): Promise<void>;
+}
+
+/**
  * Answers manifest requests from the cache, filling it from the upstream:
  * manifests by digest are immutable and kept; a tag's digest is trusted for
  * the TTL, then revalidated with a HEAD, and served stale when the upstream
@@ -65,15 +80,15 @@ export class ManifestService {
    * (or a client that cannot read indexes) asks for it, the chosen platform's
    * image manifest (resolve) or the index narrowed to it (filter).
    */
-  async get(route: Route, reference: Reference, accepted: Set<string>, decision: PlatformDecision): Promise<ManifestAnswer> {
-    if (reference.kind === 'digest') return this.counted(await this.byDigest(route, reference.digest), 'manifest');
-    const answer = this.counted(await this.byTag(route, reference.tag), 'tag');
+  async get(source: ManifestSource, reference: Reference, accepted: Set<string>, decision: PlatformDecision): Promise<ManifestAnswer> {
+    if (reference.kind === 'digest') return this.counted(await source.digest(reference.digest), 'manifest');
+    const answer = this.counted(await source.tag(reference.tag, accepted), 'tag');
     const { manifest } = answer;
     if (!isIndexMediaType(manifest.mediaType)) return answer;
     const mode = clientAcceptsIndex(accepted, manifest.mediaType) ? decision.mode : 'resolve';
     if (mode === 'passthrough') return answer;
 
-    const index = this.index(route, manifest);
+    const index = this.index(source, manifest);
     const entry = bestMatch(index, decision.platform);
     if (!entry?.platform) {
       const offered = availablePlatforms(index).map(formatPlatform);
@@ -87,10 +102,21 @@ export class ManifestService {
     this.opts.metrics.platformRewrites.inc({ mode, platform: formatPlatform(platform) });
     const rewrite = { mode, platform, sourceDigest: manifest.digest };
     if (mode === 'resolve') {
-      const child = await this.byDigest(route, entry.digest);
+      const child = await source.digest(entry.digest);
       return { manifest: child.manifest, outcome: answer.outcome, rewrite };
     }
-    return { manifest: await this.filtered(route, manifest, entry), outcome: answer.outcome, rewrite };
+    return { manifest: await this.filtered(source, manifest, entry), outcome: answer.outcome, rewrite };
+  }
+
+  /** The manifests of a repository at its upstream, cached. */
+  source(route: Route): ManifestSource {
+    return {
+      storeKey: route.upstream.name,
+      tag: (tag) => this.byTag(route, tag),
+      digest: (digest) => this.byDigest(route, digest),
+      // Made by archway for this repository's tag: the upstream has never seen this digest.
+      made: (digest) => this.opts.access.record(route, digest),
+    };
   }
 
   /**
@@ -98,8 +124,8 @@ export class ManifestService {
    * or HEAD by its new digest (containerd resolves a tag with HEAD, then GETs
    * by digest) answers the same bytes, also after a restart.
    */
-  private async filtered(route: Route, index: StoredManifest, keep: Descriptor): Promise<StoredManifest> {
-    const upstream = route.upstream.name;
+  private async filtered(source: ManifestSource, index: StoredManifest, keep: Descriptor): Promise<StoredManifest> {
+    const upstream = source.storeKey;
     const key = `${upstream}\n${index.digest}\n${keep.digest}`;
     let filtered = this.filteredIndexes.get(key);
     if (!filtered) {
@@ -108,8 +134,7 @@ export class ManifestService {
       await this.persist(() => this.opts.manifests.put(upstream, filtered as StoredManifest));
       this.filteredIndexes.set(key, filtered);
     }
-    // Made by archway for this repository's tag: the upstream has never seen this digest.
-    await this.opts.access.record(route, filtered.digest);
+    await source.made(filtered.digest);
     return filtered;
   }
 
@@ -184,12 +209,22 @@ export class ManifestService {
   }
 
   /** An index from the upstream; if it cannot be read, the upstream is at fault, not the client. */
-  private index(route: Route, manifest: StoredManifest): ManifestIndex {
+  private index(source: ManifestSource, manifest: StoredManifest): ManifestIndex {
     try {
       return parseIndex(manifest.bytes, manifest.mediaType);
     } catch (err) {
-      throw badUpstream(route.upstream.name, `sent an invalid index (${(err as Error).message})`, { digest: manifest.digest });
+      throw badUpstream(source.storeKey, `sent an invalid index (${(err as Error).message})`, { digest: manifest.digest });
     }
+  }
+
+  /** A manifest kept under a store key (an index archway made), or undefined. */
+  stored(storeKey: string, digest: Digest): Promise<StoredManifest | undefined> {
+    return this.opts.manifests.get(storeKey, digest);
+  }
+
+  /** Keep a manifest archway made (best effort, like every cache write). */
+  keep(storeKey: string, manifest: StoredManifest): Promise<void> {
+    return this.persist(() => this.opts.manifests.put(storeKey, manifest));
   }
 
   private persist(op: () => Promise<void>): Promise<void> {

@@ -46,6 +46,15 @@ export class Router {
     return route;
   }
 
+  /**
+   * A repository reference from the config (a virtual image's member): on the
+   * registry its first component names when that is a host, else on `home`.
+   */
+  resolveIn(name: string, home: string): Route {
+    const first = name.slice(0, Math.max(0, name.indexOf('/')));
+    return this.resolve(name, looksLikeHost(first) ? undefined : home);
+  }
+
   private route(name: string, ns?: string): Route {
     if (ns !== undefined) {
       const upstream = this.byHost.get(ns.toLowerCase());

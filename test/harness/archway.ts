@@ -42,6 +42,8 @@ export interface StartArchwayOptions {
   limits?: ConfigInput['limits'];
   /** server.tls: HTTPS on every listener; url then starts with https://. */
   tls?: { cert: string; key: string };
+  /** Virtual multi-platform images, as in the config file. */
+  virtual?: ConfigInput['virtual'];
 }
 
 export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHandle> {
@@ -65,6 +67,7 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
     platform: opts.platform,
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.limits ? { limits: opts.limits } : {}),
+    ...(opts.virtual ? { virtual: opts.virtual } : {}),
     cache: { dir: cacheDir, ...opts.cache },
     timeouts: { connect: '2s', headers: '10s', bodyIdle: '10s', ...opts.timeouts },
     upstreams: opts.upstreams,

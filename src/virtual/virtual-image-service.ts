@@ -1,0 +1,147 @@
+import type { Logger } from 'pino';
+import { LRUCache } from 'lru-cache';
+import { RegistryError } from '../errors.ts';
+import type { Digest } from '../oci/digest.ts';
+import { parseIndex, referencedDigests, type Descriptor } from '../oci/manifest.ts';
+import { isIndexMediaType } from '../oci/media-types.ts';
+import { bestMatch } from '../platform/match.ts';
+import { formatPlatform } from '../platform/platform.ts';
+import type { CacheOutcome } from '../registry/cache-outcome.ts';
+import type { ManifestAnswer, ManifestService, ManifestSource } from '../registry/manifest-service.ts';
+import type { Route } from '../routing/router.ts';
+import { assembleIndex, indexFormatFor } from './assemble.ts';
+import type { VirtualProvenance } from './provenance.ts';
+import type { VirtualImage, VirtualMember } from './virtual-images.ts';
+
+/** Manifest store key of the indexes archway assembles (not a registry host: cannot clash with one). */
+export const VIRTUAL_STORE_KEY = '_virtual';
+
+/** Worst first: the request log shows the least cached part of an assembled answer. */
+const OUTCOME_ORDER: readonly CacheOutcome[] = ['miss', 'coalesced', 'stale', 'revalidated', 'pass', 'hit'];
+
+interface MemberEntry {
+  member: VirtualMember;
+  descriptor: Descriptor;
+  outcome: CacheOutcome;
+}
+
+/**
+ * Serves virtual images: a tag is answered with an index assembled from the
+ * members' manifests for that tag (each fetched and cached like any tag, so
+ * the TTL, revalidation and stale serving apply per member); manifests and
+ * blobs by digest go to the member they came from.
+ */
+export class VirtualImageService {
+  /** Assembled indexes already stored, and their provenance recorded. */
+  private readonly kept = new LRUCache<Digest, true>({ max: 10_000 });
+
+  constructor(
+    private readonly manifests: ManifestService,
+    private readonly provenance: VirtualProvenance,
+    private readonly logger: Logger,
+  ) {}
+
+  source(image: VirtualImage): ManifestSource {
+    return {
+      storeKey: VIRTUAL_STORE_KEY,
+      tag: (tag, accepted) => this.tag(image, tag, accepted),
+      digest: (digest) => this.byDigest(image, digest),
+      // Narrowed indexes are stored under VIRTUAL_STORE_KEY, where byDigest looks first.
+      made: async () => {},
+    };
+  }
+
+  /** The member repository a blob under the virtual name comes from; BLOB_UNKNOWN when it came from none. */
+  async blobRoute(image: VirtualImage, digest: Digest): Promise<Route> {
+    const member = await this.provenance.memberOf(image, digest);
+    if (!member) throw new RegistryError('BLOB_UNKNOWN', 'blob is not part of any member image seen through this name', { detail: { digest } });
+    return member.route;
+  }
+
+  /** Tags any member has, sorted, paginated with n and last as the spec says. */
+  async tags(image: VirtualImage, query: URLSearchParams): Promise<string[]> {
+    const lists = await Promise.allSettled(image.members.map((m) => m.route.upstream.listTags(m.route.repository, '')));
+    const all = new Set<string>();
+    for (const result of lists) {
+      if (result.status !== 'fulfilled' || result.value.status !== 200) continue;
+      try {
+        const tags = (JSON.parse(result.value.body.toString('utf8')) as { tags?: unknown }).tags;
+        if (Array.isArray(tags)) for (const t of tags) if (typeof t === 'string') all.add(t);
+      } catch {
+        // an unreadable list contributes nothing
+      }
+    }
+    const last = query.get('last');
+    const n = Number(query.get('n') ?? NaN);
+    let sorted = [...all].sort();
+    if (last !== null) sorted = sorted.filter((t) => t > last);
+    return Number.isInteger(n) && n >= 0 ? sorted.slice(0, n) : sorted;
+  }
+
+  private async tag(image: VirtualImage, tag: string, accepted: Set<string>): Promise<ManifestAnswer> {
+    const results = await Promise.allSettled(image.members.map((member) => this.memberEntry(member, tag)));
+    const entries: MemberEntry[] = [];
+    const tried: string[] = [];
+    let failure: unknown;
+    for (const [i, result] of results.entries()) {
+      const member = image.members[i] as VirtualMember;
+      const reference = `${member.route.upstream.name}/${member.route.repository}:${tag}`;
+      tried.push(reference);
+      if (result.status === 'fulfilled') {
+        entries.push(result.value);
+        continue;
+      }
+      const err = result.reason as Error;
+      const missing = err instanceof RegistryError && err.status === 404;
+      if (!missing) failure ??= err;
+      this.logger[missing ? 'info' : 'warn'](
+        { virtual: `${image.home}/${image.repository}`, member: reference, platform: member.key, err: err.message },
+        'virtual image member left out',
+      );
+    }
+    if (entries.length === 0) {
+      if (failure) throw failure;
+      throw new RegistryError('MANIFEST_UNKNOWN', `no member of ${image.repository} has tag ${tag} (tried ${tried.join(', ')})`, {
+        detail: { tag, tried },
+      });
+    }
+    const manifest = assembleIndex(
+      entries.map((e) => ({ descriptor: e.descriptor, platform: e.member.platform })),
+      indexFormatFor(accepted),
+    );
+    if (!this.kept.has(manifest.digest)) {
+      await this.manifests.keep(VIRTUAL_STORE_KEY, manifest);
+      for (const e of entries) await this.provenance.record(image, e.member, [e.descriptor.digest]);
+      this.kept.set(manifest.digest, true);
+    }
+    const outcome = OUTCOME_ORDER.find((o) => entries.some((e) => e.outcome === o)) ?? 'hit';
+    return { manifest, outcome };
+  }
+
+  /** The member's manifest for the tag, as an index entry: its own, or its entry for the member's platform. */
+  private async memberEntry(member: VirtualMember, tag: string): Promise<MemberEntry> {
+    const source = this.manifests.source(member.route);
+    const { manifest, outcome } = await source.tag(tag, new Set());
+    if (!isIndexMediaType(manifest.mediaType)) {
+      return { member, outcome, descriptor: { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.bytes.length } };
+    }
+    const entry = bestMatch(parseIndex(manifest.bytes, manifest.mediaType), member.platform);
+    if (!entry) {
+      throw new RegistryError('MANIFEST_UNKNOWN', `${member.route.repository}:${tag} has no image for ${formatPlatform(member.platform)}`);
+    }
+    return { member, outcome, descriptor: entry };
+  }
+
+  private async byDigest(image: VirtualImage, digest: Digest): Promise<ManifestAnswer> {
+    const made = await this.manifests.stored(VIRTUAL_STORE_KEY, digest);
+    if (made) return { manifest: made, outcome: 'hit' };
+    const member = await this.provenance.memberOf(image, digest);
+    if (!member) {
+      throw new RegistryError('MANIFEST_UNKNOWN', 'manifest is not part of any member image seen through this name', { detail: { digest } });
+    }
+    const answer = await this.manifests.source(member.route).digest(digest);
+    // What it points at (layers, config, a nested index's images) is fetched next, under the virtual name.
+    await this.provenance.record(image, member, referencedDigests(answer.manifest.bytes));
+    return answer;
+  }
+}
