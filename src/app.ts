@@ -13,6 +13,8 @@ import { createListener, reloadTls } from './http/tls.ts';
 import { registerHealthRoutes } from './http/health-routes.ts';
 import { installRequestLog } from './http/request-context.ts';
 import { registerV2Routes } from './http/v2-routes.ts';
+import { registerPlatformsRoute } from './http/platforms-route.ts';
+import { PlatformInspector } from './inspect/platform-inspector.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { BlobService } from './registry/blob-service.ts';
 import { ManifestService } from './registry/manifest-service.ts';
@@ -137,6 +139,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     limiter: config.limits.perClient.concurrentRequests || config.limits.perClient.requestsPerSecond ? new RateLimiter(config.limits.perClient) : undefined,
   });
   registerV2Routes(app, { router, manifests, blobs, platforms, virtualImages, virtuals });
+  registerPlatformsRoute(app, { router, virtualImages, inspector: new PlatformInspector(manifests, virtuals, blobs, blobStore) });
   registerHealthRoutes(app, {
     cacheDir: config.cache.dir,
     metrics,

@@ -5,19 +5,30 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { buildArchway } from './app.ts';
 import { verifyCache } from './cli/cache-verify.ts';
+import { formatReport, inspectImage, type InspectOptions } from './cli/inspect.ts';
 import { ConfigError, loadConfigFile } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 
 const DEFAULT_CONFIG = 'config/default.yaml';
 const USAGE = `usage: archway [serve] [--config FILE]
-       archway cache verify [--config FILE]`;
+       archway cache verify [--config FILE]
+       archway inspect IMAGE [--url URL] [--token TOKEN] [--json] [--config FILE]`;
 
 /**
  * The command line. Start-up errors a user can fix exit 2 with the reason;
  * nothing else is printed.
  */
 async function main(): Promise<void> {
-  const { values, positionals } = parseArgs({ options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } }, allowPositionals: true });
+  const { values, positionals } = parseArgs({
+    options: {
+      config: { type: 'string', short: 'c' },
+      help: { type: 'boolean', short: 'h' },
+      url: { type: 'string' },
+      token: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    allowPositionals: true,
+  });
   if (values.help) return void process.stdout.write(`${USAGE}\n`);
   const configPath = values.config ?? process.env.ARCHWAY_CONFIG ?? DEFAULT_CONFIG;
   let config: Readonly<Config>;
@@ -29,6 +40,9 @@ async function main(): Promise<void> {
   const command = positionals.join(' ') || 'serve';
   if (command === 'serve') return serve(config);
   if (command === 'cache verify') return verify(config);
+  if (positionals[0] === 'inspect' && positionals.length === 2) {
+    return inspect(config, { image: positionals[1] as string, url: values.url ?? process.env.ARCHWAY_URL, token: values.token ?? process.env.ARCHWAY_TOKEN }, values.json ?? false);
+  }
   process.stderr.write(`archway: unknown command "${command}"\n${USAGE}\n`);
   process.exit(2);
 }
@@ -72,6 +86,18 @@ async function verify(config: Readonly<Config>): Promise<void> {
     `archway cache verify: ${report.blobs.checked} blobs (${report.blobs.bad} bad), ${report.manifests.checked} manifests (${report.manifests.bad} bad) in ${config.cache.dir}\n`,
   );
   process.exit(report.blobs.bad + report.manifests.bad === 0 ? 0 : 1);
+}
+
+/** Exit 0 with the report; exit 1 with the reason when the image cannot be inspected. */
+async function inspect(config: Readonly<Config>, opts: InspectOptions, json: boolean): Promise<void> {
+  try {
+    const report = await inspectImage(config, opts);
+    process.stdout.write(`${json ? JSON.stringify(report, null, 2) : formatReport(report)}\n`);
+  } catch (err) {
+    process.stderr.write(`archway inspect: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  }
+  process.exit(0);
 }
 
 function exitOnConfigError(err: unknown): never {

@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ClientAuth, Principal } from '../access/client-auth.ts';
 import type { RateLimiter } from '../access/rate-limiter.ts';
+import { PLATFORMS_ROUTE } from './platforms-route.ts';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -11,7 +12,7 @@ declare module 'fastify' {
 
 /**
  * Who may talk to archway, and how much: authentication (when configured) for
- * /v2 and, optionally, /metrics; then per-client limits, keyed by the
+ * /v2 (and the platform inspector) and, optionally, /metrics; then per-client limits, keyed by the
  * authenticated name or else the client address. Health endpoints stay open
  * for orchestrators. Which repositories a principal may pull is checked once
  * the name is routed (v2-routes.ts).
@@ -21,7 +22,8 @@ export function installAccessHook(app: FastifyInstance, opts: { auth: ClientAuth
     // Decided by the route the router matched, not by the raw URL: `/metrics#`,
     // `/%6detrics` and friends reach the same handler and must meet the same check.
     const route = request.routeOptions.url;
-    const isV2 = route === '/v2' || route === '/v2/*';
+    // The platform inspector shows what a pull would: it needs what a pull needs.
+    const isV2 = route === '/v2' || route === '/v2/*' || route === PLATFORMS_ROUTE;
     const isMetrics = route === '/metrics';
     if (opts.auth && (isV2 || (isMetrics && opts.protectMetrics))) {
       request.principal = await opts.auth.authenticate(request.headers.authorization);

@@ -4,7 +4,7 @@ import type { Metrics } from '../observability/metrics.ts';
 
 /** What a handler learns about a request, for its one log line and the metrics. */
 export interface RequestContext {
-  route: 'base' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'health' | 'metrics' | 'other';
+  route: 'base' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'platforms' | 'health' | 'metrics' | 'other';
   outcome?: CacheOutcome;
   /** Time spent waiting on the upstream before the answer could start. */
   upstreamMs?: number;

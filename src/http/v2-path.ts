@@ -37,7 +37,7 @@ export function parseV2Path(path: string): V2Endpoint {
  * grammar has no room for but path-prefix routing needs. What the host means
  * is the router's business.
  */
-function parseRepositoryPath(path: string): string {
+export function parseRepositoryPath(path: string): string {
   const slash = path.indexOf('/');
   const first = slash < 0 ? '' : path.slice(0, slash);
   if (/^[a-z0-9.-]+:\d{1,5}$/.test(first)) return `${first}/${parseName(path.slice(slash + 1))}`;

@@ -98,3 +98,20 @@ export function referencedDigests(bytes: Buffer): Digest[] {
   add(doc.subject);
   return found;
 }
+
+/** What the platform inspector reads of an image manifest: its config and layers. */
+export interface ImageManifestParts {
+  config: { digest: Digest; size: number } | undefined;
+  layers: Array<{ digest: Digest; size: number }>;
+}
+
+export function parseImageManifest(bytes: Buffer): ImageManifestParts {
+  const doc = parseJson(bytes);
+  const part = (d: unknown): { digest: Digest; size: number } => {
+    const e = (d ?? {}) as Record<string, unknown>;
+    if (typeof e.digest !== 'string' || typeof e.size !== 'number') throw new RegistryError('MANIFEST_INVALID', 'bad descriptor in image manifest');
+    return { digest: parseDigest(e.digest), size: e.size };
+  };
+  if (!Array.isArray(doc.layers)) throw new RegistryError('MANIFEST_INVALID', 'image manifest without layers');
+  return { config: doc.config === undefined ? undefined : part(doc.config), layers: doc.layers.map(part) };
+}

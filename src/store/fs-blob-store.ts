@@ -29,6 +29,12 @@ export interface FsBlobStoreOptions {
   onEvict?: (info: BlobInfo) => void;
 }
 
+/** Where the filesystem store keeps a blob under a cache directory (read-only users: `archway inspect`). */
+export function blobFilePath(cacheDir: string, digest: Digest): string {
+  const hex = digestHex(digest);
+  return join(cacheDir, 'blobs', digestAlgorithm(digest), hex.slice(0, 2), hex);
+}
+
 /**
  * Blobs as files under `<dir>/blobs/<algorithm>/<2 hex>/<hex>`, with an
  * in-memory LRU index rebuilt from modification times at start (a hit touches
@@ -215,8 +221,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   private path(digest: Digest): string {
-    const hex = digestHex(digest);
-    return join(this.blobsDir, digestAlgorithm(digest), hex.slice(0, 2), hex);
+    return blobFilePath(this.opts.dir, digest);
   }
 
   private touchFile(digest: Digest, path: string): void {

@@ -51,6 +51,11 @@ export class VirtualImageService {
     };
   }
 
+  /** The member repository a digest came from, if it passed through this name. */
+  async memberOf(image: VirtualImage, digest: Digest): Promise<Route | undefined> {
+    return (await this.provenance.memberOf(image, digest))?.route;
+  }
+
   /** The member repository a blob under the virtual name comes from; BLOB_UNKNOWN when it came from none. */
   async blobRoute(image: VirtualImage, digest: Digest): Promise<Route> {
     const member = await this.provenance.memberOf(image, digest);

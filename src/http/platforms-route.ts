@@ -1,0 +1,27 @@
+import type { FastifyInstance } from 'fastify';
+import { denied } from '../access/client-auth.ts';
+import { parseImageReference } from '../inspect/image-reference.ts';
+import type { PlatformInspector } from '../inspect/platform-inspector.ts';
+import type { Router } from '../routing/router.ts';
+import type { VirtualImages } from '../virtual/virtual-images.ts';
+
+/** Path of the platform inspector; the access hook gives it the same client authentication as /v2. */
+export const PLATFORMS_ROUTE = '/_archway/platforms/*';
+
+/**
+ * `GET /_archway/platforms/<name>:<tag>` (or `@<digest>`; `?ns=` and registry
+ * prefixes route as on /v2): every platform the image offers, as JSON (what
+ * `archway inspect` prints). Errors use the registry's error envelope.
+ */
+export function registerPlatformsRoute(app: FastifyInstance, services: { router: Router; virtualImages: VirtualImages; inspector: PlatformInspector }): void {
+  app.get(PLATFORMS_ROUTE, async (request, reply) => {
+    request.archway.route = 'platforms';
+    const [path = '', query = ''] = request.url.split('?');
+    const image = decodeURIComponent(path.slice('/_archway/platforms/'.length));
+    const { name, reference } = parseImageReference(image);
+    const route = services.router.resolve(name, new URLSearchParams(query).get('ns') ?? undefined);
+    if (request.principal && !request.principal.allows(`${route.upstream.name}/${route.repository}`)) throw denied(name);
+    const report = await services.inspector.inspect({ image, reference, route, virtual: services.virtualImages.match(route) });
+    return reply.header('cache-control', 'no-store').send(report);
+  });
+}

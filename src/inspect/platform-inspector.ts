@@ -1,0 +1,157 @@
+import type { Readable } from 'node:stream';
+import type { Digest } from '../oci/digest.ts';
+import { parseImageManifest, parseIndex } from '../oci/manifest.ts';
+import { isIndexMediaType, MediaType } from '../oci/media-types.ts';
+import type { Reference } from '../oci/reference.ts';
+import { isAttestationEntry } from '../platform/match.ts';
+import { formatPlatform, type Platform } from '../platform/platform.ts';
+import type { PlatformDecision } from '../platform/policy.ts';
+import type { BlobService } from '../registry/blob-service.ts';
+import type { ManifestService, ManifestSource } from '../registry/manifest-service.ts';
+import type { Route } from '../routing/router.ts';
+import type { BlobStore } from '../store/blob-store.ts';
+import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
+import type { VirtualImage } from '../virtual/virtual-images.ts';
+
+export type CachedState = 'yes' | 'partial' | 'no';
+
+/** One runnable image of a tag: what `docker manifest inspect --verbose` shows, and whether archway holds it. */
+export interface PlatformRow {
+  /** os/architecture[/variant], or `unknown` when neither index nor config says. */
+  platform: string;
+  digest: Digest;
+  mediaType: string;
+  /** Sum of the layer sizes: the bytes a pull downloads. */
+  size: number;
+  layers: Array<{ digest: Digest; size: number }>;
+  config?: { digest: Digest; size: number };
+  /** Whether every blob (config and layers) is in archway's cache. */
+  cached: CachedState;
+  /** For a virtual image: the member repository the image comes from. */
+  member?: string;
+}
+
+export interface PlatformReport {
+  /** As the request named it. */
+  image: string;
+  registry: string;
+  repository: string;
+  virtual: boolean;
+  digest: Digest;
+  mediaType: string;
+  platforms: PlatformRow[];
+  /** BuildKit attestation entries in the index (not platforms; not listed). */
+  attestations: number;
+}
+
+/** The index untouched: the inspector reports what the upstream (or a virtual image) offers. */
+const PASSTHROUGH: PlatformDecision = { mode: 'passthrough', platform: { os: 'linux', architecture: 'amd64' }, source: 'default' };
+const ACCEPT_ALL = new Set<string>(Object.values(MediaType));
+/** An image config is a few KiB; refuse to buffer anything absurd. */
+const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
+
+export interface InspectTarget {
+  image: string;
+  reference: Reference;
+  route: Route;
+  virtual: VirtualImage | undefined;
+}
+
+/**
+ * The platform inspector: for an image reference, every platform it offers
+ * with its digest, media type, layer sizes and cache state. Manifests come
+ * through the same cached services as pulls (so inspecting warms the
+ * manifest cache, never the layers); a single-platform image's platform is
+ * read from its config blob.
+ */
+export class PlatformInspector {
+  constructor(
+    private readonly manifests: ManifestService,
+    private readonly virtuals: VirtualImageService,
+    private readonly blobs: BlobService,
+    private readonly store: BlobStore,
+  ) {}
+
+  async inspect(target: InspectTarget): Promise<PlatformReport> {
+    const { route, virtual } = target;
+    const source: ManifestSource = virtual ? this.virtuals.source(virtual) : this.manifests.source(route);
+    const top = (await this.manifests.get(source, target.reference, ACCEPT_ALL, PASSTHROUGH)).manifest;
+    const report: PlatformReport = {
+      image: target.image,
+      registry: route.upstream.name,
+      repository: route.repository,
+      virtual: virtual !== undefined,
+      digest: top.digest,
+      mediaType: top.mediaType,
+      platforms: [],
+      attestations: 0,
+    };
+    if (!isIndexMediaType(top.mediaType)) {
+      const parts = parseImageManifest(top.bytes);
+      const platform = parts.config ? await this.configPlatform(route, parts.config.digest) : undefined;
+      report.platforms.push(await this.row(platform, top.digest, top.mediaType, top.bytes));
+      return report;
+    }
+    const entries = parseIndex(top.bytes, top.mediaType).manifests;
+    const images = entries.filter((e) => !isAttestationEntry(e));
+    report.attestations = entries.length - images.length;
+    report.platforms = await Promise.all(
+      images.map(async (entry) => {
+        const child = (await source.digest(entry.digest)).manifest;
+        const row = await this.row(entry.platform, child.digest, child.mediaType, child.bytes);
+        if (virtual) {
+          const member = await this.virtuals.memberOf(virtual, entry.digest);
+          if (member) row.member = `${member.upstream.name}/${member.repository}`;
+        }
+        return row;
+      }),
+    );
+    return report;
+  }
+
+  private async row(platform: Platform | undefined, digest: Digest, mediaType: string, bytes: Buffer): Promise<PlatformRow> {
+    // A nested index (rare) has no layers of its own: reported with none.
+    const parts = isIndexMediaType(mediaType) ? { config: undefined, layers: [] } : parseImageManifest(bytes);
+    const blobs = [...(parts.config ? [parts.config] : []), ...parts.layers];
+    const present = await Promise.all(blobs.map(async (b) => (await this.store.stat(b.digest)) !== undefined));
+    const cachedCount = present.filter(Boolean).length;
+    return {
+      platform: platform ? formatPlatform(platform) : 'unknown',
+      digest,
+      mediaType,
+      size: parts.layers.reduce((sum, l) => sum + l.size, 0),
+      layers: parts.layers,
+      ...(parts.config ? { config: parts.config } : {}),
+      cached: blobs.length > 0 && cachedCount === blobs.length ? 'yes' : cachedCount > 0 ? 'partial' : 'no',
+    };
+  }
+
+  /** os/architecture/variant from the image config (fetched and cached like any blob; it is small). */
+  private async configPlatform(route: Route, digest: Digest): Promise<Platform | undefined> {
+    const answer = await this.blobs.get(route, digest, () => undefined);
+    if (answer.kind !== 'body') return undefined;
+    const bytes = await readBounded(answer.stream, MAX_CONFIG_BYTES);
+    try {
+      const config = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
+      if (typeof config.os !== 'string' || typeof config.architecture !== 'string') return undefined;
+      return { os: config.os, architecture: config.architecture, ...(typeof config.variant === 'string' && config.variant ? { variant: config.variant } : {}) };
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+async function readBounded(stream: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  try {
+    for await (const chunk of stream) {
+      total += (chunk as Buffer).length;
+      if (total > limit) return Buffer.alloc(0);
+      chunks.push(chunk as Buffer);
+    }
+  } finally {
+    stream.destroy();
+  }
+  return Buffer.concat(chunks);
+}
