@@ -4,7 +4,9 @@
 //   - archway, as its own process (src/main.ts);
 //   - distribution's own pull-through proxy (`docker-registry serve` with proxy.remoteurl);
 //   - an nginx caching proxy (proxy_cache keyed on the URI + proxy_cache_lock);
-//   - nginx serving the same blob file from disk with sendfile (the ceiling).
+//   - nginx serving the same blob file from disk with sendfile (the ceiling);
+//   - for real pulls, a private dockerd pulling the image straight from the
+//     upstream or through a warm proxy as its registry mirror.
 // Scenarios run against each target in alternation over several rounds; the
 // median and spread go to bench/results/<timestamp>.json and BENCHMARKS.md.
 //
@@ -23,6 +25,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
 import { archwayEntry, startArchwayProcess, type ArchwayProcess } from '../test/harness/archway-process.ts';
+import { startDockerd, type DockerdHandle } from '../test/harness/dockerd.ts';
 import { buildImage } from '../test/harness/images.ts';
 import { ensureCommands } from '../test/harness/packages.ts';
 import { freePort } from '../test/harness/ports.ts';
@@ -36,7 +39,7 @@ import { startThrottleFront, type ThrottleFront } from './throttle-front.ts';
 const MiB = 1024 * 1024;
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
-export const SCENARIOS = ['warmBlob', 'warmManifest', 'coldFanIn', 'memory', 'scale'] as const;
+export const SCENARIOS = ['warmBlob', 'warmManifest', 'coldFanIn', 'memory', 'dockerPull', 'scale'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export interface BenchOptions {
@@ -85,6 +88,7 @@ interface Sizes {
   memoryBlob: number;
   memoryClients: number;
   scaleBlobs: number;
+  /** Each of the 5 layers of the seeded image (what scenario 5 pulls). */
   imageLayer: number;
   wrkSeconds: number;
 }
@@ -97,7 +101,7 @@ const FULL: Sizes = {
   memoryBlob: 256 * MiB,
   memoryClients: 16,
   scaleBlobs: 100_000,
-  imageLayer: 4 * MiB,
+  imageLayer: 32 * MiB, // 160 MiB of incompressible layers: a pull is transfer + extraction
   wrkSeconds: 6,
 };
 
@@ -510,6 +514,15 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
       scenarios.memory = result;
     }
 
+    // ---- 5. real pulls: docker pull straight from the upstream vs through a warm proxy
+    if (only.has('dockerPull')) {
+      const proxies: Target[] = [];
+      for (const start of [startArchwayTarget, startDistributionProxy]) proxies.push(keep(await start(up.url)));
+      scenarios.dockerPull = await dockerPull(up, proxies, image.manifests[0]!.configDigest, sizes, rounds, log);
+      await stopAll(proxies);
+      for (const t of proxies) live.splice(live.indexOf(t), 1);
+    }
+
     // ---- 6. cache scale: start on 100,000 cached blobs
     if (only.has('scale')) scenarios.scale = await scale(up, work, sizes, rounds, log);
   } finally {
@@ -565,6 +578,88 @@ async function warmManifest(targets: Target[], up: RegistryHandle, sizes: Sizes,
       log(`warmManifest round ${round + 1} ${t.name}: ${m.rps.toFixed(0)} req/s, p50 ${m.p50Ms.toFixed(2)} ms, p99 ${m.p99Ms.toFixed(2)} ms, upstream requests ${upReqs}`);
     }
   }
+  for (const [name, r] of Object.entries(runs)) result.targets[name] = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, stat(v)]));
+  return result;
+}
+
+function bytesLabel(n: number): string {
+  return n >= MiB ? `${+(n / MiB).toFixed(1)} MiB` : `${+(n / 1024).toFixed(1)} KiB`;
+}
+
+/** Removes every image from the daemon, and checks nothing is left, so the next pull downloads and extracts every layer. */
+async function removeImages(d: DockerdHandle, ref: string): Promise<void> {
+  await d.rmi(ref);
+  await d.docker(['image', 'prune', '--all', '--force']);
+  const left = (await d.docker(['image', 'ls', '--all', '--quiet'])).stdout.trim();
+  if (left) throw new Error(`images left in dockerd after rmi + prune: ${left}`);
+}
+
+/**
+ * Scenario 5: `docker pull` of the seeded 5-layer image by a real dockerd,
+ * straight from the upstream (an insecure registry on loopback) and through
+ * each warm proxy as dockerd's registry mirror (the image named as a Docker
+ * Hub one with a slash, so no library/ prefix: the mirror is asked for
+ * /v2/bench/image/..., which both proxies map to the same upstream repository).
+ *
+ * Every target gets a freshly started dockerd each round; its first pull is
+ * not timed (it warms the proxy's cache, and the daemon), the image is
+ * removed, and the second pull is the timed one.
+ */
+async function dockerPull(up: RegistryHandle, proxies: Target[], configDigest: string, sizes: Sizes, rounds: number, log: (l: string) => void): Promise<ScenarioResult> {
+  const UPSTREAM = 'upstream (direct)';
+  const pulls: Array<{ name: string; mirror: string; ref: string; extraArgs: string[] }> = [
+    // dockerd needs a mirror; pulls naming another registry never use it.
+    { name: UPSTREAM, mirror: up.url, ref: `${up.hostPort}/bench/image:v1`, extraArgs: ['--insecure-registry', up.hostPort] },
+    ...proxies.map((t) => ({ name: t.name, mirror: t.url, ref: 'bench/image:v1', extraArgs: [] })),
+  ];
+  const runs: Record<string, Record<string, number[]>> = {};
+  let dockerdVersion = 'unknown';
+  let dockerd: DockerdHandle | undefined;
+  try {
+    for (let round = 0; round < rounds; round++) {
+      let upstreamSeconds = NaN;
+      for (const p of pulls) {
+        const d = await startDockerd({ mirror: p.mirror, extraArgs: p.extraArgs });
+        dockerd = d;
+        dockerdVersion = (await d.docker(['version', '--format', '{{.Server.Version}}'])).stdout.trim() || dockerdVersion;
+        const check = async (): Promise<void> => {
+          const id = await d.imageId(p.ref);
+          if (id !== configDigest) throw new Error(`${p.name}: pulled image ${id}, expected ${configDigest}`);
+          await removeImages(d, p.ref);
+        };
+        // Untimed: warms the proxy's cache (and the daemon).
+        await d.pull(p.ref);
+        await check();
+        await sleep(200); // a cache fill may still be finishing after the client
+        up.clearRequests();
+        const t0 = performance.now();
+        await d.pull(p.ref);
+        const seconds = (performance.now() - t0) / 1000;
+        const reqs = await up.requests();
+        await check();
+        await d.stop();
+        dockerd = undefined;
+        if (p.name === UPSTREAM) upstreamSeconds = seconds;
+        const m = {
+          seconds,
+          ratioToUpstream: seconds / upstreamSeconds,
+          upstreamBlobRequests: reqs.filter((r) => r.path.includes('/blobs/')).length,
+          upstreamRequests: reqs.length,
+        };
+        for (const [k, v] of Object.entries(m)) ((runs[p.name] ??= {})[k] ??= []).push(v);
+        log(`dockerPull round ${round + 1} ${p.name}: ${seconds.toFixed(2)} s (${m.ratioToUpstream.toFixed(2)}× direct), upstream requests ${m.upstreamRequests} (blobs ${m.upstreamBlobRequests})`);
+      }
+    }
+  } finally {
+    await dockerd?.stop();
+  }
+  const result: ScenarioResult = {
+    title: `Real pulls: \`docker pull\` of a 5-layer image (5 × ${bytesLabel(sizes.imageLayer)} incompressible) by dockerd ${dockerdVersion}, straight from the upstream and through a warm proxy as its registry mirror`,
+    targets: {},
+    notes: [
+      'Each timed pull is the second one on a freshly started dockerd (vfs storage driver); the first, untimed, warms the proxy. Before every pull the image is removed and pruned, so each pull downloads and extracts all 5 layers. Seconds are the `docker pull` command\'s wall time; the ratio is to the direct pull of the same round. Upstream requests are those the upstream saw during the timed pull (for the direct pull: the pull itself).',
+    ],
+  };
   for (const [name, r] of Object.entries(runs)) result.targets[name] = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, stat(v)]));
   return result;
 }
@@ -725,7 +820,13 @@ export function renderTable(r: BenchResult): string {
     const peak = s.memory.targets.archway?.peakRssMiB?.max;
     lines.push(`| 4 | memory: archway peak RSS < 200 MiB (16 × ${r.sizes.memoryBlob! / MiB} MiB cold) | worst round ${f(peak, 0)} MiB (distribution ${f(s.memory.targets.distribution?.peakRssMiB?.max, 0)} MiB) | ${yes(peak !== undefined && peak < 200)} |`);
   }
-  lines.push(`| 5 | docker pull through warm archway ≤ 1.1× straight from upstream | not measured by this harness yet | – |`);
+  if (s.dockerPull) {
+    const t = s.dockerPull.targets;
+    const ratio = t.archway?.ratioToUpstream?.median;
+    lines.push(`| 5 | docker pull through warm archway ≤ 1.1× straight from upstream | ${f(ratio)}× (distribution ${f(t.distribution?.ratioToUpstream?.median)}×) | ${yes(ratio === undefined ? undefined : ratio <= 1.1)} |`);
+  } else {
+    lines.push(`| 5 | docker pull through warm archway ≤ 1.1× straight from upstream | not measured in this run | – |`);
+  }
   if (s.scale) {
     const key = Object.keys(s.scale.targets).find((k) => !k.includes('empty'));
     const served = key ? s.scale.targets[key]?.servedMs?.max : undefined;
@@ -764,6 +865,12 @@ export function renderTable(r: BenchResult): string {
     ['idleRssMiB', 'RSS before, MiB', 0],
     ['seconds', 'seconds for all', 1],
     ['aggregateGBps', 'aggregate GB/s', 2],
+  ]);
+  section(s.dockerPull, 5, [
+    ['seconds', 'seconds for the pull', 2],
+    ['ratioToUpstream', '× the direct pull', 2],
+    ['upstreamBlobRequests', 'upstream blob requests during the pull', 0],
+    ['upstreamRequests', 'upstream requests during the pull', 0],
   ]);
   section(s.scale, 6, [
     ['healthzMs', '/healthz answers after (ms)', 0],

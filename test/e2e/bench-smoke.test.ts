@@ -1,7 +1,8 @@
 // A smoke run of the benchmark harness (bench/run.ts --quick: each scenario
 // once, tiny sizes) so `npm run bench` cannot rot: every scenario produces a
-// numeric result for every target, and archway fetches a blob wanted by 16
-// concurrent cold clients from the upstream exactly once.
+// numeric result for every target, archway fetches a blob wanted by 16
+// concurrent cold clients from the upstream exactly once, and a real
+// `docker pull` through a warm archway does not reach the upstream for blobs.
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,11 +15,12 @@ const TARGETS: Record<(typeof SCENARIOS)[number], string[]> = {
   warmManifest: ['archway', 'distribution', 'nginx-cache'],
   coldFanIn: ['archway', 'distribution', 'nginx-cache'],
   memory: ['archway', 'distribution'],
+  dockerPull: ['upstream (direct)', 'archway', 'distribution'],
   scale: ['archway (2000 blobs)', 'archway (empty cache)'],
 };
 
 describe('bench harness (--quick)', () => {
-  it('runs every scenario against every target and writes numeric results; archway fetches a fanned-in blob once', async () => {
+  it('runs every scenario against every target and writes numeric results; archway fetches a fanned-in blob once and serves a docker pull warm', async () => {
     const resultsDir = await tempDir('archway-bench-smoke-');
     const started = Date.now();
     await runBench({ quick: true, rounds: 1, resultsDir });
@@ -42,6 +44,12 @@ describe('bench harness (--quick)', () => {
     assert.equal(fanIn.upstreamRatio!.median.toFixed(2), '1.00', 'archway fetched the fanned-in blob once');
     assert.equal(fanIn.upstreamFetches!.median, 1);
     assert.ok(result.scenarios.coldFanIn!.targets.distribution!.upstreamRatio!.median > 1, "distribution's proxy fetches per client (the harness can tell)");
-    assert.match(renderTable(result), /\| 3 \| cold fan-in: upstream bytes/);
+    const pulls = result.scenarios.dockerPull!.targets;
+    for (const [target, m] of Object.entries(pulls)) assert.ok(m.seconds!.median > 0, `docker pull via ${target}: ${m.seconds!.median} s`);
+    assert.equal(pulls.archway!.upstreamBlobRequests!.median, 0, 'a docker pull through a warm archway fetches no blob upstream');
+    assert.equal(pulls['upstream (direct)']!.upstreamBlobRequests!.median, 6, 'the direct pull fetches the config and 5 layers (the harness counts)');
+    const table = renderTable(result);
+    assert.match(table, /\| 3 \| cold fan-in: upstream bytes/);
+    assert.match(table, /\| 5 \| docker pull through warm archway ≤ 1\.1× straight from upstream \| \d+\.\d\d× \(distribution \d+\.\d\d×\) \| (yes|\*\*no\*\*) \|/);
   });
 });
