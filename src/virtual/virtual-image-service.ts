@@ -32,8 +32,12 @@ interface MemberEntry {
  * blobs by digest go to the member they came from.
  */
 export class VirtualImageService {
-  /** Assembled indexes already stored, and their provenance recorded. */
-  private readonly kept = new LRUCache<Digest, true>({ max: 10_000 });
+  /**
+   * Assembled indexes already stored with their provenance recorded, by virtual
+   * name and digest: two names over the same members make the same bytes, and
+   * each needs its own provenance.
+   */
+  private readonly kept = new LRUCache<string, true>({ max: 10_000 });
 
   constructor(
     private readonly manifests: ManifestService,
@@ -114,10 +118,11 @@ export class VirtualImageService {
       entries.map((e) => ({ descriptor: e.descriptor, platform: e.member.platform })),
       indexFormatFor(accepted),
     );
-    if (!this.kept.has(manifest.digest)) {
+    const keptKey = `${image.home}/${image.repository}\n${manifest.digest}`;
+    if (!this.kept.has(keptKey)) {
       await this.manifests.keep(VIRTUAL_STORE_KEY, manifest);
       for (const e of entries) await this.provenance.record(image, e.member, [e.descriptor.digest]);
-      this.kept.set(manifest.digest, true);
+      this.kept.set(keptKey, true);
     }
     const outcome = OUTCOME_ORDER.find((o) => entries.some((e) => e.outcome === o)) ?? 'hit';
     return { manifest, outcome };
