@@ -1,6 +1,7 @@
 import type { RequestListener } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import pino, { type Logger } from 'pino';
+import { ConfigError } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { ClientAuth } from './access/client-auth.ts';
 import { readHtpasswd } from './access/htpasswd.ts';
@@ -28,6 +29,11 @@ import { FsManifestStore } from './store/manifest-store.ts';
 import { StorageHealth } from './store/storage-health.ts';
 import { FsTagStore } from './store/tag-store.ts';
 import { UpstreamClient } from './upstream/client.ts';
+import { AdminGuard } from './admin/admin-guard.ts';
+import { registerAdminRoutes } from './admin/admin-routes.ts';
+import { CacheInventory } from './admin/cache-inventory.ts';
+import { PrefetchJobs } from './admin/prefetch.ts';
+import { TrafficStats } from './admin/traffic.ts';
 import { VirtualImageService } from './virtual/virtual-image-service.ts';
 import { VirtualImages } from './virtual/virtual-images.ts';
 import { VirtualProvenance } from './virtual/provenance.ts';
@@ -49,6 +55,16 @@ export interface Archway {
 export interface BuildOptions {
   /** A logger to use; by default pino at the configured level on stdout. */
   logger?: Logger;
+}
+
+/** admin.token, or ARCHWAY_ADMIN_TOKEN, which wins: a token from a Kubernetes Secret need not be written into the config. */
+function adminToken(config: Readonly<Config>): string | undefined {
+  const fromEnv = process.env.ARCHWAY_ADMIN_TOKEN;
+  if (fromEnv !== undefined && fromEnv !== '') {
+    if (fromEnv.length < 16) throw new ConfigError('ARCHWAY_ADMIN_TOKEN must be at least 16 characters');
+    return fromEnv;
+  }
+  return config.admin.token;
 }
 
 /** The composition root: every instance archway runs on is built here from the config. */
@@ -130,7 +146,8 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     payload.resume();
     done(null);
   });
-  installRequestLog(app, metrics);
+  const traffic = new TrafficStats();
+  installRequestLog(app, metrics, traffic);
   installErrorHandler(app);
   installRequestHygiene(app);
   installAccessHook(app, {
@@ -140,6 +157,21 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   });
   registerV2Routes(app, { router, manifests, blobs, platforms, virtualImages, virtuals });
   registerPlatformsRoute(app, { router, virtualImages, inspector: new PlatformInspector(manifests, virtuals, blobs, blobStore) });
+  const jobs = new PrefetchJobs(manifests, blobs, logger);
+  await registerAdminRoutes(app, {
+    guard: new AdminGuard(adminToken(config)),
+    config,
+    router,
+    manifests,
+    blobs,
+    blobStore,
+    virtualImages,
+    virtuals,
+    inventory: new CacheInventory(blobStore, manifestStore, tagStore),
+    jobs,
+    traffic,
+    upstreams: [...upstreams.values()].map((u) => u.client),
+  });
   registerHealthRoutes(app, {
     cacheDir: config.cache.dir,
     metrics,

@@ -24,6 +24,9 @@ export const ERROR_CODES = {
   // distribution's codes for failures that are not the client's: an upstream
   // that fails answers UNAVAILABLE with status 502 (or 504 on a timeout).
   UNAVAILABLE: { status: 503, message: 'service unavailable' },
+  // archway's admin API (/_archway/): a request it cannot read, a job it does not know.
+  INVALID_REQUEST: { status: 400, message: 'invalid request' },
+  JOB_UNKNOWN: { status: 404, message: 'job unknown' },
   UNKNOWN: { status: 500, message: 'unknown error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

@@ -227,6 +227,11 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** The admin API and status page under /_archway/; off unless a token is set here or in ARCHWAY_ADMIN_TOKEN. */
+    admin: z
+      .object({ token: z.string().min(16, 'the admin token must be at least 16 characters').optional() })
+      .strict()
+      .prefault({}),
     /** Multi-platform images assembled on the fly from per-architecture repositories, by name; `prefix/*` is a template. */
     virtual: z
       .record(

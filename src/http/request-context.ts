@@ -1,15 +1,22 @@
 import type { FastifyInstance } from 'fastify';
 import type { CacheOutcome } from '../registry/cache-outcome.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import type { TrafficStats } from '../admin/traffic.ts';
 
 /** What a handler learns about a request, for its one log line and the metrics. */
 export interface RequestContext {
-  route: 'base' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'platforms' | 'health' | 'metrics' | 'other';
+  route: 'base' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'platforms' | 'admin' | 'health' | 'metrics' | 'other';
   outcome?: CacheOutcome;
   /** Time spent waiting on the upstream before the answer could start. */
   upstreamMs?: number;
   /** `resolve:linux/arm64` when the answer was made for a platform. */
   platform?: string;
+  /** `upstream/repository` once the name is routed. */
+  repository?: string;
+  /** A manifest request's tag. */
+  tag?: string;
+  /** Length of the body a GET answers with, once known (counted as served if the answer completes). */
+  bodyBytes?: number;
   startedAt: number;
 }
 
@@ -25,7 +32,7 @@ declare module 'fastify' {
  * answers cut mid-body (a corrupt blob, a client that hung up) are logged too,
  * with `complete: false`.
  */
-export function installRequestLog(app: FastifyInstance, metrics: Metrics): void {
+export function installRequestLog(app: FastifyInstance, metrics: Metrics, traffic: TrafficStats): void {
   app.decorateRequest('archway', null as unknown as RequestContext);
   app.addHook('onRequest', async (request, reply) => {
     const ctx: RequestContext = { route: 'other', startedAt: performance.now() };
@@ -34,6 +41,15 @@ export function installRequestLog(app: FastifyInstance, metrics: Metrics): void 
       const status = reply.raw.statusCode;
       const complete = reply.raw.writableFinished;
       metrics.requests.inc({ route: ctx.route, method: request.method, status: complete ? String(status) : 'aborted' });
+      if ((ctx.route === 'manifest' || ctx.route === 'blob') && ctx.repository !== undefined && status < 400) {
+        traffic.record({
+          kind: ctx.route,
+          repository: ctx.repository,
+          tag: ctx.tag,
+          outcome: ctx.outcome,
+          bytes: complete && request.method === 'GET' && status !== 304 ? (ctx.bodyBytes ?? 0) : 0,
+        });
+      }
       if (ctx.route === 'health' || ctx.route === 'metrics') return;
       request.log.info(
         {

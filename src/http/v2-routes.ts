@@ -60,6 +60,8 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
       if (request.principal && !request.principal.allows(`${route.upstream.name}/${route.repository}`)) throw denied(name);
       // Echoed only once it names a configured registry (never arbitrary client text in a header).
       if (ns !== undefined) reply.header('oci-namespace', ns);
+      request.archway.repository = `${route.upstream.name}/${route.repository}`;
+      if (target.endpoint === 'manifest' && target.reference.kind === 'tag') request.archway.tag = target.reference.tag;
       return route;
     };
     if (target.endpoint === 'base') return reply.header('content-type', 'application/json').send({});
@@ -113,6 +115,7 @@ async function manifest(
   if (matchesEtag(request.headers['if-none-match'], etag)) {
     return reply.code(304).removeHeader('content-length').send();
   }
+  request.archway.bodyBytes = manifest.bytes.length;
   return reply.send(request.method === 'HEAD' ? undefined : manifest.bytes);
 }
 
@@ -134,6 +137,7 @@ async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Se
   }
   const { size, range, stream } = answer;
   blobHeaders(reply, digest);
+  if (size !== undefined) request.archway.bodyBytes = range ? range.end - range.start + 1 : size;
   if (range && size !== undefined) {
     reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);
   } else if (size !== undefined) {

@@ -43,6 +43,14 @@ export class BlobService {
     return this.counted({ size, outcome: 'pass' });
   }
 
+  /** The size of a blob cached and visible to this repository, without reading it; undefined when it is not. */
+  async cachedSize(route: Route, digest: Digest): Promise<number | undefined> {
+    const info = await this.store.stat(digest);
+    if (!info) return undefined;
+    await this.access.ensure(route, digest, 'blob');
+    return info.size;
+  }
+
   async get(route: Route, digest: Digest, chooseRange: RangeChooser): Promise<BlobAnswer> {
     const info = await this.store.stat(digest);
     if (info) await this.access.ensure(route, digest, 'blob');

@@ -16,6 +16,9 @@ export interface ManifestStore {
   get(upstream: string, digest: Digest): Promise<StoredManifest | undefined>;
   /** Store bytes whose digest the caller verified. */
   put(upstream: string, manifest: StoredManifest): Promise<void>;
+  delete(upstream: string, digest: Digest): Promise<boolean>;
+  /** Every stored manifest's upstream and digest (not read or verified). */
+  list(): AsyncIterable<{ upstream: string; digest: Digest }>;
 }
 
 /**
@@ -72,6 +75,28 @@ export class FsManifestStore implements ManifestStore {
     await mkdir(join(target, '..'), { recursive: true });
     this.hot.set(`${upstream}\n${manifest.digest}`, manifest);
     await atomicWrite(target, Buffer.concat([Buffer.from(`${JSON.stringify({ mediaType: manifest.mediaType })}\n`), manifest.bytes]), this.tmpDir);
+  }
+
+  async delete(upstream: string, digest: Digest): Promise<boolean> {
+    this.hot.delete(`${upstream}\n${digest}`);
+    try {
+      await rm(this.path(upstream, digest));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async *list(): AsyncIterable<{ upstream: string; digest: Digest }> {
+    for (const entry of await readdir(this.dir, { recursive: true, withFileTypes: true })) {
+      if (!entry.isFile()) continue;
+      const [upstreamDir, algorithm] = relative(this.dir, join(entry.parentPath, entry.name)).split(sep);
+      try {
+        yield { upstream: decodeURIComponent(upstreamDir ?? ''), digest: parseDigest(`${algorithm}:${entry.name}`) };
+      } catch {
+        // not a manifest file
+      }
+    }
   }
 
   /** Every stored manifest file, with whether its bytes still match its name; bad ones are removed. */

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
@@ -17,6 +17,16 @@ export interface TagStore {
   init(): Promise<void>;
   get(upstream: string, repository: string, tag: string): Promise<TagRecord | undefined>;
   set(upstream: string, repository: string, tag: string, record: TagRecord): Promise<void>;
+  delete(upstream: string, repository: string, tag: string): Promise<boolean>;
+  /** Every record on disk (for the admin API's inventory and purge). */
+  list(): AsyncIterable<TagEntry>;
+}
+
+export interface TagEntry {
+  upstream: string;
+  repository: string;
+  tag: string;
+  record: TagRecord;
 }
 
 /**
@@ -59,6 +69,31 @@ export class FsTagStore implements TagStore {
     const key = tagKey(upstream, repository, tag);
     this.memory.set(key, record);
     await atomicWrite(this.path(key), JSON.stringify({ key, ...record }), this.tmpDir);
+  }
+
+  async delete(upstream: string, repository: string, tag: string): Promise<boolean> {
+    const key = tagKey(upstream, repository, tag);
+    this.memory.delete(key);
+    try {
+      await rm(this.path(key));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async *list(): AsyncIterable<TagEntry> {
+    for (const name of await readdir(this.dir)) {
+      let saved: TagRecord & { key: string };
+      try {
+        saved = JSON.parse(await readFile(join(this.dir, name), 'utf8')) as TagRecord & { key: string };
+      } catch {
+        continue; // removed meanwhile, or not ours
+      }
+      const [upstream, repository, tag] = saved.key.split('\n');
+      if (upstream === undefined || repository === undefined || tag === undefined) continue;
+      yield { upstream, repository, tag, record: { digest: saved.digest, mediaType: saved.mediaType, checkedAt: saved.checkedAt } };
+    }
   }
 
   private path(key: string): string {

@@ -13,6 +13,10 @@ export class UpstreamHealth {
   private failures = 0;
   private downUntil = 0;
   lastError: string | undefined;
+  /** When the last failure happened (ms since epoch), for the status page. */
+  lastErrorAt: number | undefined;
+  /** Failures since start, for the status page. */
+  failuresTotal = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -23,7 +27,9 @@ export class UpstreamHealth {
 
   failed(reason: string): void {
     this.failures++;
+    this.failuresTotal++;
     this.lastError = reason;
+    this.lastErrorAt = this.now();
     this.downUntil = this.now() + Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.failures - 1));
   }
 

@@ -1,0 +1,174 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { Config } from '../config/schema.ts';
+import { RegistryError } from '../errors.ts';
+import { parseImageReference } from '../inspect/image-reference.ts';
+import { formatPlatform, parsePlatform } from '../platform/platform.ts';
+import type { BlobService } from '../registry/blob-service.ts';
+import type { ManifestService } from '../registry/manifest-service.ts';
+import type { Route, Router } from '../routing/router.ts';
+import type { BlobStore } from '../store/blob-store.ts';
+import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
+import type { VirtualImages } from '../virtual/virtual-images.ts';
+import type { AdminGuard } from './admin-guard.ts';
+import type { CacheInventory } from './cache-inventory.ts';
+import type { PrefetchJobs } from './prefetch.ts';
+import { STATUS_PAGE } from './status-page.ts';
+import type { TrafficStats } from './traffic.ts';
+
+export interface AdminServices {
+  guard: AdminGuard;
+  config: Readonly<Config>;
+  router: Router;
+  manifests: ManifestService;
+  blobs: BlobService;
+  blobStore: BlobStore;
+  virtualImages: VirtualImages;
+  virtuals: VirtualImageService;
+  inventory: CacheInventory;
+  jobs: PrefetchJobs;
+  traffic: TrafficStats;
+  upstreams: ReadonlyArray<{ name: string; health: { down: boolean; lastError: string | undefined; lastErrorAt: number | undefined; failuresTotal: number } }>;
+}
+
+const prefetchBody = z
+  .object({
+    image: z.string().min(1),
+    platforms: z.union([z.literal('all'), z.array(z.string()).min(1)]).default('all'),
+  })
+  .strict();
+
+/** How many repositories and images the summaries list. */
+const TOP = 10;
+
+/**
+ * The admin API and status page under /_archway/, in their own fastify scope
+ * (its JSON body parser stays here). Every route needs the admin token; the
+ * page itself holds no data and is served to anyone who may use the API (it
+ * reads the token from the URL fragment, which never reaches a server log).
+ */
+export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices): Promise<void> {
+  await app.register(async (scope) => {
+    scope.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: 64 * 1024 }, (_request, body, done) => {
+      try {
+        done(null, (body as string).trim() === '' ? undefined : JSON.parse(body as string));
+      } catch {
+        done(new RegistryError('INVALID_REQUEST', 'the body is not JSON'), undefined);
+      }
+    });
+    scope.addHook('onRequest', async (request) => {
+      request.archway.route = 'admin';
+      // The page is static; its data comes from the routes below, each checked.
+      if (request.routeOptions.url === '/_archway/') {
+        if (!s.guard.enabled) s.guard.check(undefined);
+        return;
+      }
+      s.guard.check(request.headers.authorization);
+    });
+
+    scope.get('/_archway/', async (_request, reply) => reply.header('content-type', 'text/html; charset=utf-8').header('cache-control', 'no-store').send(STATUS_PAGE));
+
+    scope.get('/_archway/cache', async (_request, reply) => reply.header('cache-control', 'no-store').send(await cacheSummary(s)));
+
+    scope.get('/_archway/status', async (_request, reply) => {
+      const images = await Promise.all(
+        s.traffic.mostPulledTags(TOP).map(async (t) => {
+          const [upstream = '', ...rest] = t.repository.split('/');
+          return { ...t, platforms: await s.inventory.platformMatrix(upstream, rest.join('/'), t.tag) };
+        }),
+      );
+      return reply.header('cache-control', 'no-store').send({
+        now: Date.now(),
+        cache: { bytes: s.blobStore.usage().bytes, maxBytes: s.config.cache.maxSize, blobs: s.blobStore.usage().count },
+        traffic: { ...s.traffic.totals(), lastHour: s.traffic.lastHour() },
+        upstreams: s.upstreams.map((u) => ({
+          name: u.name,
+          down: u.health.down,
+          failures: u.health.failuresTotal,
+          lastError: u.health.lastError ?? null,
+          lastErrorAt: u.health.lastErrorAt ?? null,
+        })),
+        images,
+        platform: { default: s.config.platform.default, rules: s.config.platform.rules },
+      });
+    });
+
+    scope.delete('/_archway/cache/*', async (request, reply) => {
+      const { route, reference } = target(s.router, (request.params as { '*': string })['*']);
+      const report = await s.inventory.purge({
+        upstream: route.upstream.name,
+        repository: route.repository,
+        ...(reference?.kind === 'tag' ? { tag: reference.tag } : {}),
+        ...(reference?.kind === 'digest' ? { digest: reference.digest } : {}),
+      });
+      request.log.info({ purge: `${route.upstream.name}/${route.repository}`, reference, ...report }, 'purged');
+      return reply.send(report);
+    });
+
+    scope.post('/_archway/prefetch', async (request, reply) => {
+      const body = prefetchBody.safeParse(request.body);
+      if (!body.success) {
+        throw new RegistryError('INVALID_REQUEST', 'expected { "image": "name:tag", "platforms": ["os/arch[/variant]", …] | "all" }', {
+          detail: body.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`),
+        });
+      }
+      const platforms = body.data.platforms === 'all' ? 'all' : body.data.platforms.map((p) => formatPlatform(parsePlatformOrThrow(p)));
+      const { route, reference } = target(s.router, body.data.image);
+      const virtual = s.virtualImages.match(route);
+      const job = s.jobs.start({
+        image: body.data.image,
+        reference: reference ?? { kind: 'tag', tag: 'latest' },
+        route,
+        source: virtual ? s.virtuals.source(virtual) : s.manifests.source(route),
+        blobRoute: async (digest) => (virtual ? s.virtuals.blobRoute(virtual, digest) : route),
+        platforms,
+      });
+      return reply.code(202).header('location', `/_archway/jobs/${job.id}`).send(job);
+    });
+
+    scope.get('/_archway/jobs/:id', async (request: FastifyRequest<{ Params: { id: string } }>, reply) => {
+      const job = s.jobs.get(request.params.id);
+      if (!job) throw new RegistryError('JOB_UNKNOWN', 'no such prefetch job (jobs are kept in memory, the last 1000)', { detail: { id: request.params.id } });
+      return reply.send(job);
+    });
+  });
+}
+
+/** `registry/name[:tag|@digest]` (or a name on the default registry), routed like a pull. */
+function target(router: Router, image: string): { route: Route; reference: ReturnType<typeof parseImageReference>['reference'] | undefined } {
+  const hasReference = /@|:[^/]*$/.test(image);
+  const { name, reference } = parseImageReference(image);
+  return { route: router.resolve(name), reference: hasReference ? reference : undefined };
+}
+
+function parsePlatformOrThrow(p: string) {
+  try {
+    return parsePlatform(p);
+  } catch (err) {
+    throw new RegistryError('INVALID_REQUEST', (err as Error).message, { detail: { platform: p } });
+  }
+}
+
+export async function cacheSummary(s: AdminServices) {
+  const usage = s.blobStore.usage();
+  const totals = s.traffic.totals();
+  const [counts, sizes] = await Promise.all([s.inventory.counts(), s.inventory.repositorySizes()]);
+  const sizeOf = new Map(sizes.map((r) => [r.repository, r.bytes]));
+  return {
+    bytes: usage.bytes,
+    maxBytes: s.config.cache.maxSize,
+    blobs: usage.count,
+    manifests: counts.manifests,
+    tags: counts.tags,
+    since: new Date(totals.since).toISOString(),
+    hits: totals.hits,
+    misses: totals.misses,
+    hitRatio: totals.hitRatio,
+    bytesFromCache: totals.bytesFromCache,
+    bytesFromUpstream: totals.bytesFromUpstream,
+    // Every byte served from the cache is a byte the upstream did not send again.
+    bytesSavedUpstream: totals.bytesFromCache,
+    largestRepositories: sizes.slice(0, TOP),
+    mostPulledRepositories: s.traffic.mostPulledRepositories(TOP).map((r) => ({ ...r, bytes: sizeOf.get(r.repository) ?? 0 })),
+  };
+}
