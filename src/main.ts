@@ -5,6 +5,8 @@ import { parseArgs } from 'node:util';
 import pino from 'pino';
 import { buildArchway } from './app.ts';
 import { verifyCache } from './cli/cache-verify.ts';
+import { adminTarget } from './cli/admin-client.ts';
+import { cacheStatsCommand, prefetchCommand, purgeCommand } from './cli/admin-commands.ts';
 import { formatReport, inspectImage, type InspectOptions } from './cli/inspect.ts';
 import { ConfigError, loadConfigFile } from './config/load.ts';
 import type { Config } from './config/schema.ts';
@@ -12,7 +14,12 @@ import type { Config } from './config/schema.ts';
 const DEFAULT_CONFIG = 'config/default.yaml';
 const USAGE = `usage: archway [serve] [--config FILE]
        archway cache verify [--config FILE]
-       archway inspect IMAGE [--url URL] [--token TOKEN] [--json] [--config FILE]`;
+       archway inspect IMAGE [--url URL] [--token TOKEN] [--json] [--config FILE]
+       archway prefetch IMAGE [--platform OS/ARCH[/VARIANT]]... [--all-platforms] [--url URL] [--token TOKEN]
+       archway purge REGISTRY/NAME[:TAG|@DIGEST] [--url URL] [--token TOKEN]
+       archway cache stats [--json] [--url URL] [--token TOKEN]
+The admin commands (prefetch, purge, cache stats) talk to a running archway: --url, else
+ARCHWAY_URL, else this config's port on 127.0.0.1; --token, else ARCHWAY_ADMIN_TOKEN, else admin.token.`;
 
 /**
  * The command line. Start-up errors a user can fix exit 2 with the reason;
@@ -26,6 +33,8 @@ async function main(): Promise<void> {
       url: { type: 'string' },
       token: { type: 'string' },
       json: { type: 'boolean' },
+      platform: { type: 'string', multiple: true },
+      'all-platforms': { type: 'boolean' },
     },
     allowPositionals: true,
   });
@@ -43,6 +52,13 @@ async function main(): Promise<void> {
   if (positionals[0] === 'inspect' && positionals.length === 2) {
     return inspect(config, { image: positionals[1] as string, url: values.url ?? process.env.ARCHWAY_URL, token: values.token ?? process.env.ARCHWAY_TOKEN }, values.json ?? false);
   }
+  const admin = adminTarget(config, values);
+  if (positionals[0] === 'prefetch' && positionals.length === 2) {
+    const platforms = values['all-platforms'] || !values.platform?.length ? 'all' : values.platform;
+    return exitWith(() => prefetchCommand(admin, positionals[1] as string, platforms, process.stdout));
+  }
+  if (positionals[0] === 'purge' && positionals.length === 2) return exitWith(async () => (await purgeCommand(admin, positionals[1] as string, process.stdout), true));
+  if (command === 'cache stats') return exitWith(async () => (await cacheStatsCommand(admin, values.json ?? false, process.stdout), true));
   process.stderr.write(`archway: unknown command "${command}"\n${USAGE}\n`);
   process.exit(2);
 }
@@ -86,6 +102,17 @@ async function verify(config: Readonly<Config>): Promise<void> {
     `archway cache verify: ${report.blobs.checked} blobs (${report.blobs.bad} bad), ${report.manifests.checked} manifests (${report.manifests.bad} bad) in ${config.cache.dir}\n`,
   );
   process.exit(report.blobs.bad + report.manifests.bad === 0 ? 0 : 1);
+}
+
+/** Exit 0 when the command succeeded, 1 when it failed or could not reach archway (the reason on stderr). */
+async function exitWith(command: () => Promise<boolean>): Promise<void> {
+  let ok = false;
+  try {
+    ok = await command();
+  } catch (err) {
+    process.stderr.write(`archway: ${err instanceof Error ? err.message : String(err)}\n`);
+  }
+  process.exit(ok ? 0 : 1);
 }
 
 /** Exit 0 with the report; exit 1 with the reason when the image cannot be inspected. */

@@ -8,6 +8,7 @@ import { buildArchway } from '../app.ts';
 import type { Config } from '../config/schema.ts';
 import type { CachedState, PlatformReport, PlatformRow } from '../inspect/platform-inspector.ts';
 import { blobFilePath } from '../store/fs-blob-store.ts';
+import { errorText } from './admin-client.ts';
 
 export interface InspectOptions {
   image: string;
@@ -28,7 +29,7 @@ export async function inspectImage(config: Readonly<Config>, opts: InspectOption
   if (opts.url) {
     const res = await request(new URL(path, opts.url), { headers: opts.token ? { authorization: `Bearer ${opts.token}` } : {} });
     const body = await res.body.text();
-    if (res.statusCode !== 200) throw new Error(`${opts.url} answered ${res.statusCode}: ${errorMessage(body)}`);
+    if (res.statusCode !== 200) throw new Error(`${opts.url} answered ${res.statusCode}: ${errorText(body)}`);
     return JSON.parse(body) as PlatformReport;
   }
   const scratch = await mkdtemp(join(tmpdir(), 'archway-inspect-'));
@@ -36,7 +37,7 @@ export async function inspectImage(config: Readonly<Config>, opts: InspectOption
   const archway = await buildArchway({ ...config, auth: undefined, cache: { ...config.cache, dir: scratch } }, { logger: pino({ level: 'silent' }) });
   try {
     const res = await archway.app.inject({ method: 'GET', url: path });
-    if (res.statusCode !== 200) throw new Error(`${res.statusCode}: ${errorMessage(res.body)}`);
+    if (res.statusCode !== 200) throw new Error(`${res.statusCode}: ${errorText(res.body)}`);
     const report = JSON.parse(res.body) as PlatformReport;
     for (const row of report.platforms) row.cached = await cachedIn(config.cache.dir, row);
     return report;
@@ -51,16 +52,6 @@ async function cachedIn(cacheDir: string, row: PlatformRow): Promise<CachedState
   const present = await Promise.all(blobs.map((b) => access(blobFilePath(cacheDir, b.digest)).then(() => true, () => false)));
   const n = present.filter(Boolean).length;
   return blobs.length > 0 && n === blobs.length ? 'yes' : n > 0 ? 'partial' : 'no';
-}
-
-function errorMessage(body: string): string {
-  try {
-    const first = (JSON.parse(body) as { errors?: Array<{ code?: string; message?: string }> }).errors?.[0];
-    if (first) return `${first.code}: ${first.message}`;
-  } catch {
-    // not the registry's envelope
-  }
-  return body.slice(0, 200);
 }
 
 const MEDIA_TYPE_NAMES: Record<string, string> = {
