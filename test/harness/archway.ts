@@ -44,6 +44,8 @@ export interface StartArchwayOptions {
   tls?: { cert: string; key: string };
   /** Virtual multi-platform images, as in the config file. */
   virtual?: ConfigInput['virtual'];
+  /** The admin API (admin.token), as in the config file. */
+  admin?: ConfigInput['admin'];
 }
 
 export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHandle> {
@@ -68,6 +70,7 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
     ...(opts.auth ? { auth: opts.auth } : {}),
     ...(opts.limits ? { limits: opts.limits } : {}),
     ...(opts.virtual ? { virtual: opts.virtual } : {}),
+    ...(opts.admin ? { admin: opts.admin } : {}),
     cache: { dir: cacheDir, ...opts.cache },
     timeouts: { connect: '2s', headers: '10s', bodyIdle: '10s', ...opts.timeouts },
     upstreams: opts.upstreams,
