@@ -92,6 +92,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       url: upstream.url,
       credentials,
       isolated: upstream.repositoryIsolation ?? credentials !== undefined,
+      namespace: upstream.sendNamespace ? name : undefined,
       dispatcher: dispatchers.for(name, upstream),
       timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle },
       metrics,

@@ -92,6 +92,11 @@ const upstream = z
      * confirms it there. Default: on when credentials are configured (private content).
      */
     repositoryIsolation: z.boolean().optional(),
+    /**
+     * The url is a mirror of this registry that serves several (another archway, a central tier):
+     * send `?ns=<this key>` with every request so it routes them, as containerd does with mirrors.
+     */
+    sendNamespace: z.boolean().default(false),
     /** Other names clients use for this registry (docker.io: index.docker.io, registry-1.docker.io). */
     aliases: z.array(z.string().regex(/^[a-z0-9.-]+(?::\d+)?$/, 'aliases are registry hosts')).default([]),
   })

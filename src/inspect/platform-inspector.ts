@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { Digest } from '../oci/digest.ts';
+import { digestAlgorithm, digestOf, type Digest } from '../oci/digest.ts';
 import { parseImageManifest, parseIndex } from '../oci/manifest.ts';
 import { isIndexMediaType, MediaType } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
@@ -61,7 +61,7 @@ export interface InspectTarget {
  * The platform inspector: for an image reference, every platform it offers
  * with its digest, media type, layer sizes and cache state. Manifests come
  * through the same cached services as pulls (so inspecting warms the
- * manifest cache, never the layers); a single-platform image's platform is
+ * manifest cache, never the blobs); a single-platform image's platform is
  * read from its config blob.
  */
 export class PlatformInspector {
@@ -88,8 +88,12 @@ export class PlatformInspector {
     };
     if (!isIndexMediaType(top.mediaType)) {
       const parts = parseImageManifest(top.bytes);
-      const platform = parts.config ? await this.configPlatform(route, parts.config.digest) : undefined;
-      report.platforms.push(await this.row(platform, top.digest, top.mediaType, top.bytes));
+      // Under a virtual name, a member's manifest: its config lives in the member's repository.
+      const member = virtual ? await this.virtuals.memberOf(virtual, top.digest) : undefined;
+      const platform = parts.config ? await this.configPlatform(member ?? route, parts.config.digest) : undefined;
+      const row = await this.row(platform, top.digest, top.mediaType, top.bytes);
+      if (member) row.member = `${member.upstream.name}/${member.repository}`;
+      report.platforms.push(row);
       return report;
     }
     const entries = parseIndex(top.bytes, top.mediaType).manifests;
@@ -126,11 +130,21 @@ export class PlatformInspector {
     };
   }
 
-  /** os/architecture/variant from the image config (fetched and cached like any blob; it is small). */
+  /**
+   * os/architecture/variant from the image config: from the cache when it is
+   * there, else read from the upstream without caching it (inspecting must not
+   * make an image look partly pulled), and checked against its digest.
+   */
   private async configPlatform(route: Route, digest: Digest): Promise<Platform | undefined> {
-    const answer = await this.blobs.get(route, digest, () => undefined);
-    if (answer.kind !== 'body') return undefined;
-    const bytes = await readBounded(answer.stream, MAX_CONFIG_BYTES);
+    let bytes: Buffer;
+    if ((await this.blobs.cachedSize(route, digest)) !== undefined) {
+      const answer = await this.blobs.get(route, digest, () => undefined);
+      if (answer.kind !== 'body') return undefined;
+      bytes = await readBounded(answer.stream, MAX_CONFIG_BYTES);
+    } else {
+      bytes = await readBounded((await route.upstream.getBlob(route.repository, digest)).body, MAX_CONFIG_BYTES);
+      if (digestOf(bytes, digestAlgorithm(digest)) !== digest) return undefined;
+    }
     try {
       const config = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
       if (typeof config.os !== 'string' || typeof config.architecture !== 'string') return undefined;

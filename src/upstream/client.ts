@@ -25,6 +25,12 @@ export interface UpstreamOptions {
   metrics: Metrics;
   /** See RepositoryAccess. */
   isolated: boolean;
+  /**
+   * Append `?ns=<this>` to every request, as containerd does to a mirror: for an
+   * upstream that is itself a mirror serving several registries (another archway,
+   * a central tier), so it routes each request to the right one.
+   */
+  namespace?: string | undefined;
 }
 
 export interface FetchedManifest {
@@ -243,6 +249,7 @@ export class UpstreamClient {
     const authorization = await this.auth.header(scope);
     if (authorization) headers.authorization = authorization;
     const url = new URL(this.base.pathname.replace(/\/$/, '') + opts.path, this.base);
+    if (this.opts.namespace !== undefined) url.searchParams.set('ns', this.opts.namespace);
     const res = await request(url, {
       method: opts.method,
       headers,
