@@ -11,9 +11,11 @@ export const STATUS_PAGE = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>archway status</title>
+<link rel="icon" href="data:,">
 <style>
   :root { --fg:#1d2430; --muted:#6a7280; --line:#e3e6eb; --cache:#2f80ed; --up:#f2994a; --ok:#27ae60; --bad:#eb5757; --part:#f2c94c; }
   * { box-sizing: border-box; }
+  [hidden] { display: none !important; }
   body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: var(--fg); background: #f7f8fa; }
   header { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: baseline; padding: .8rem 1rem; background: #fff; border-bottom: 1px solid var(--line); }
   header h1 { font-size: 1.15rem; margin: 0; }
@@ -154,7 +156,8 @@ function draw(status, cache) {
 }
 
 async function refresh() {
-  if (!token) return showLogin();
+  // Keep what the last refusal said on screen.
+  if (!token) return showLogin($("error").textContent);
   try {
     const [status, cache] = await Promise.all([get("/_archway/status"), get("/_archway/cache")]);
     $("login").hidden = true; $("main").hidden = false;
