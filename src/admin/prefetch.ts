@@ -149,6 +149,10 @@ export class PrefetchJobs {
     const answer = await this.blobs.get(route, digest, () => undefined);
     if (answer.kind !== 'body') return;
     await drain(answer.stream, (n) => this.progress(job, n));
+    // Read to the end is not cached: the disk may have refused it (then it was only relayed), or the
+    // commit (an upload, for an object store) may still be running.
+    await this.blobs.settled(route, digest);
+    if ((await this.blobs.cachedSize(route, digest)) === undefined) throw new Error(`blob ${digest} was downloaded but could not be cached`);
   }
 
   private progress(job: PrefetchJob, bytes: number): void {
