@@ -232,6 +232,40 @@ export const configSchema = z
       })
       .strict()
       .prefault({}),
+    /** Where blobs and manifests live: the filesystem under cache.dir (default), or an S3-compatible bucket shared by replicas. */
+    storage: z
+      .object({
+        type: z.enum(['filesystem', 's3']).default('filesystem'),
+        s3: z
+          .object({
+            bucket: z.string().min(3),
+            /** Key prefix inside the bucket, e.g. `archway/`. */
+            prefix: z.string().default(''),
+            region: z.string().default('us-east-1'),
+            /** For MinIO, Ceph and other S3-compatible services. */
+            endpoint: httpUrl.optional(),
+            forcePathStyle: z.boolean().default(false),
+            /** Without these, the standard AWS chain (environment, shared files, instance role). */
+            accessKeyId: z.string().optional(),
+            secretAccessKey: z.string().optional(),
+            /** Answer blob GETs with a 307 to a presigned URL, so blob bytes bypass the replicas. */
+            redirect: z.boolean().default(false),
+          })
+          .strict()
+          .optional(),
+      })
+      .strict()
+      .prefault({})
+      .refine((st) => st.type !== 's3' || st.s3 !== undefined, { message: 'storage.type s3 needs storage.s3 (bucket, …)' }),
+    /** Coordination of replicas (shared tags, fill leases, blob index); without it everything stays in-process. */
+    redis: z
+      .object({
+        url: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL'),
+        /** How long a replica waits for another replica's download of a blob before fetching it itself. */
+        fillWait: duration.default(5 * 60_000),
+      })
+      .strict()
+      .optional(),
     /** The admin API and status page under /_archway/; off unless a token is set here or in ARCHWAY_ADMIN_TOKEN. */
     admin: z
       .object({ token: z.string().min(16, 'the admin token must be at least 16 characters').optional() })

@@ -135,6 +135,10 @@ async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Se
     reply.header('content-range', `bytes */${answer.size}`);
     throw new RegistryError('RANGE_INVALID', undefined, { detail: { range: rangeHeader, size: answer.size } });
   }
+  if (answer.kind === 'redirect') {
+    // As distribution does with storage redirects: the bytes come from the object store, not this replica.
+    return reply.code(307).header('location', answer.url).header('docker-content-digest', digest).send();
+  }
   const { size, range, stream } = answer;
   blobHeaders(reply, digest);
   if (size !== undefined) request.archway.bodyBytes = range ? range.end - range.start + 1 : size;

@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Route } from '../routing/router.ts';
+import type { BlobFill } from '../store/blob-fill.ts';
 import type { BlobFills } from '../store/blob-fills.ts';
 import type { BlobStore, ByteRange } from '../store/blob-store.ts';
 import type { CacheOutcome } from './cache-outcome.ts';
@@ -12,7 +13,12 @@ export type RangeChooser = (size: number) => ByteRange | 'unsatisfiable' | undef
 
 export type BlobAnswer =
   | { kind: 'body'; size: number | undefined; range: ByteRange | undefined; stream: Readable; outcome: CacheOutcome }
-  | { kind: 'unsatisfiable'; size: number; outcome: CacheOutcome };
+  | { kind: 'unsatisfiable'; size: number; outcome: CacheOutcome }
+  /** storage.s3.redirect: the client fetches the bytes from the object store itself. */
+  | { kind: 'redirect'; url: string; outcome: CacheOutcome };
+
+/** Rounds of waiting for another replica's fill before this one fetches the blob itself. */
+const MAX_WAITS_ELSEWHERE = 3;
 
 /**
  * Serves blobs from the store, or from a fill that streams the upstream's
@@ -51,30 +57,60 @@ export class BlobService {
     return info.size;
   }
 
+  /** Resolves once a download of this blob running here is over (its commit included). */
+  settled(route: Route, digest: Digest): Promise<void> {
+    return this.fills.settled(route.upstream.name, digest);
+  }
+
   async get(route: Route, digest: Digest, chooseRange: RangeChooser): Promise<BlobAnswer> {
-    const info = await this.store.stat(digest);
-    if (info) await this.access.ensure(route, digest, 'blob');
-    if (info) {
-      const range = chooseRange(info.size);
-      if (range === 'unsatisfiable') return this.counted({ kind: 'unsatisfiable' as const, size: info.size, outcome: 'hit' });
-      const read = await this.store.open(digest, range);
-      if (read) {
-        const stream = read.stream as Readable & { bytesRead?: number };
-        // Counted when done: a 'data' listener here would start the stream before it is piped.
-        stream.once('close', () => this.metrics.servedBytes.inc({ source: 'cache' }, stream.bytesRead ?? 0));
-        return this.counted({ kind: 'body' as const, size: read.size, range, stream: read.stream, outcome: 'hit' });
+    for (let round = 0; ; round++) {
+      const hit = await this.fromStore(route, digest, chooseRange);
+      if (hit) return hit;
+      let fill = this.fills.get(route.upstream.name, digest);
+      const outcome: CacheOutcome = fill ? 'coalesced' : 'miss';
+      // Joining a download started for another repository needs the same confirmation as a hit.
+      if (fill) await this.access.ensure(route, digest, 'blob');
+      const fetch = async (signal: AbortSignal) => {
+        const res = await route.upstream.getBlob(route.repository, digest, signal);
+        await this.access.record(route, digest);
+        return res;
+      };
+      if (!fill) {
+        // After a few waits for other replicas, fetch here whatever they are doing.
+        const acquired = round < MAX_WAITS_ELSEWHERE ? await this.fills.acquire(route.upstream.name, digest, fetch) : this.fills.start(route.upstream.name, digest, fetch);
+        if (acquired === 'elsewhere') {
+          // Another replica is filling it: wait for its lease to end, then it is in the shared store.
+          await this.fills.waitElsewhere(route.upstream.name, digest);
+          continue;
+        }
+        fill = acquired;
       }
-      // Evicted or removed between stat and open: fetch it like a miss.
+      return this.follow(fill, outcome, chooseRange);
     }
-    let fill = this.fills.get(route.upstream.name, digest);
-    const outcome: CacheOutcome = fill ? 'coalesced' : 'miss';
-    // Joining a download started for another repository needs the same confirmation as a hit.
-    if (fill) await this.access.ensure(route, digest, 'blob');
-    fill ??= this.fills.start(route.upstream.name, digest, async (signal) => {
-      const res = await route.upstream.getBlob(route.repository, digest, signal);
-      await this.access.record(route, digest);
-      return res;
-    });
+  }
+
+  /** A cached blob (or a redirect to it), or undefined on a miss. */
+  private async fromStore(route: Route, digest: Digest, chooseRange: RangeChooser): Promise<BlobAnswer | undefined> {
+    const info = await this.store.stat(digest);
+    if (!info) return undefined;
+    await this.access.ensure(route, digest, 'blob');
+    const range = chooseRange(info.size);
+    if (range === 'unsatisfiable') return this.counted({ kind: 'unsatisfiable' as const, size: info.size, outcome: 'hit' });
+    if (this.store.redirectUrl && !range) {
+      const url = await this.store.redirectUrl(digest);
+      if (url) return this.counted({ kind: 'redirect' as const, url, outcome: 'hit' });
+    }
+    const read = await this.store.open(digest, range);
+    // Evicted or removed between stat and open: fetch it like a miss.
+    if (!read) return undefined;
+    const stream = read.stream as Readable & { bytesRead?: number };
+    // Counted when done: a 'data' listener here would start the stream before it is piped.
+    stream.once('close', () => this.metrics.servedBytes.inc({ source: 'cache' }, stream.bytesRead ?? 0));
+    return this.counted({ kind: 'body' as const, size: read.size, range, stream: read.stream, outcome: 'hit' });
+  }
+
+  /** Stream a fill's bytes as they arrive. */
+  private async follow(fill: BlobFill, outcome: CacheOutcome, chooseRange: RangeChooser): Promise<BlobAnswer> {
     // Take the reader before waiting, so the fill keeps its file for us.
     const reader = fill.reader((n) => this.metrics.servedBytes.inc({ source: 'upstream' }, n));
     try {

@@ -50,6 +50,11 @@ export class BlobFill {
   size: number | undefined;
   /** Bytes received from the upstream so far. */
   written = 0;
+  /**
+   * Every byte is in and the digest matched, and the store commits slowly (an
+   * upload): readers may take the last byte now, before the commit is done.
+   */
+  verified = false;
   /** Resolves once the upstream answered with headers (size known); rejects if it did not. */
   readonly ready: Promise<void>;
 
@@ -126,6 +131,10 @@ export class BlobFill {
     const actual = `${digestAlgorithm(this.digest)}:${hash.digest('hex')}`;
     if (actual !== this.digest) throw this.corrupt(`digest mismatch: got ${actual}`);
     this.size = this.written;
+    if (store.releaseBeforeCommit) {
+      this.verified = true;
+      this.changed();
+    }
     if (this.relay || !this.file) return 'relayed';
     try {
       // On disk before it has a name: a crash must never leave a short file under a digest.
@@ -160,7 +169,7 @@ export class BlobFill {
 
   /** Resolves at the next progress, end or failure. */
   nextChange(): Promise<void> {
-    if (this.state !== 'running') return Promise.resolve();
+    if (this.state !== 'running' || this.verified) return Promise.resolve();
     return new Promise((resolve) => this.changeWaiters.push(resolve));
   }
 

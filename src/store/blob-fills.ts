@@ -4,6 +4,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { BlobFill, type FetchBlob } from './blob-fill.ts';
 import type { BlobStore } from './blob-store.ts';
 import type { StorageHealth } from './storage-health.ts';
+import { LocalFillCoordinator, type FillCoordinator, type FillLease } from './fill-coordinator.ts';
 
 /**
  * The fills under way in this process, one per upstream and digest: the
@@ -16,20 +17,59 @@ import type { StorageHealth } from './storage-health.ts';
 export class BlobFills {
   private readonly joinable = new Map<string, BlobFill>();
   private readonly running = new Map<BlobFill, Promise<void>>();
+  /** Claims under way across replicas: requests of this process arriving meanwhile share them. */
+  private readonly claims = new Map<string, Promise<BlobFill | 'elsewhere'>>();
 
   constructor(
     private readonly store: BlobStore,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
     private readonly storage: StorageHealth,
+    private readonly coordinator: FillCoordinator = new LocalFillCoordinator(),
   ) {}
 
   get(upstream: string, digest: Digest): BlobFill | undefined {
     return this.joinable.get(key(upstream, digest));
   }
 
+  /**
+   * The fill of this blob: the one running here, or a new one once this
+   * replica holds the lease for it; `elsewhere` when another replica is
+   * filling it (wait with `waitElsewhere`, then look in the store).
+   */
+  acquire(upstream: string, digest: Digest, fetch: FetchBlob): Promise<BlobFill | 'elsewhere'> {
+    const k = key(upstream, digest);
+    const running = this.joinable.get(k);
+    if (running) return Promise.resolve(running);
+    let claim = this.claims.get(k);
+    if (!claim) {
+      claim = (async () => {
+        const lease = await this.coordinator.claim(upstream, digest);
+        if (!lease) return 'elsewhere' as const;
+        const fill = this.joinable.get(k);
+        if (fill) {
+          lease.release();
+          return fill;
+        }
+        return this.start(upstream, digest, fetch, lease);
+      })().finally(() => this.claims.delete(k));
+      this.claims.set(k, claim);
+    }
+    return claim;
+  }
+
+  /** Resolves when this process's fill of the blob (if any) is over, committed or not. */
+  async settled(upstream: string, digest: Digest): Promise<void> {
+    const fill = this.joinable.get(key(upstream, digest));
+    if (fill) await this.running.get(fill);
+  }
+
+  waitElsewhere(upstream: string, digest: Digest): Promise<void> {
+    return this.coordinator.waitForRelease(upstream, digest);
+  }
+
   /** Start a fill (there must be none joinable for this upstream and digest). */
-  start(upstream: string, digest: Digest, fetch: FetchBlob): BlobFill {
+  start(upstream: string, digest: Digest, fetch: FetchBlob, lease?: FillLease): BlobFill {
     const k = key(upstream, digest);
     const forget = () => {
       if (this.joinable.get(k) === fill) this.joinable.delete(k);
@@ -47,6 +87,8 @@ export class BlobFills {
     const done = fill.run(fetch).finally(() => {
       forget();
       this.running.delete(fill);
+      // After the commit (an upload, for an object store): other replicas now find the blob stored.
+      lease?.release();
     });
     this.running.set(fill, done);
     return fill;

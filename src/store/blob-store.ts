@@ -54,6 +54,15 @@ export interface BlobStore {
   /** Move a verified file into the store under its digest. */
   commitFile(path: string, info: BlobInfo): Promise<void>;
   delete(digest: Digest): Promise<boolean>;
+  /**
+   * Let clients have the last byte once the blob is verified, before
+   * `commitFile` is done: for a store whose commit is an upload that may take
+   * seconds. The filesystem store commits in a rename, so a finished download
+   * there means a cached blob.
+   */
+  readonly releaseBeforeCommit?: boolean;
+  /** A URL the client may fetch the blob from directly (an object store's presigned URL), when the store offers that. */
+  redirectUrl?(digest: Digest): Promise<string | undefined>;
   /** Everything cached, once indexing is complete. */
   list(): AsyncIterable<BlobInfo>;
   usage(): { bytes: number; count: number };

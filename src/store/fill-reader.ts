@@ -57,7 +57,8 @@ export class FillReader extends Readable {
           this.destroy(fill.error);
           return;
         }
-        const done = fill.state !== 'running';
+        // Verified is enough: committing (an upload to an object store) need not hold clients back.
+        const done = fill.state !== 'running' || fill.verified;
         // Without a range the answer ends where the blob does: the expected size is its last byte.
         const end = Math.min(this.end, fill.size ?? Infinity);
         const cap = done ? Math.min(end, fill.written) : Math.min(end, fill.written) - 1;

@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../oci/digest.ts';
 import { BufferPool } from '../util/buffer-pool.ts';
 import type { BlobInfo, BlobRead, BlobStore, ByteRange } from './blob-store.ts';
+import { BackgroundIndexing } from './background-indexing.ts';
 import { FileBody } from './file-body.ts';
 import { LruIndex } from './lru-index.ts';
 
@@ -45,9 +46,7 @@ export class FsBlobStore implements BlobStore {
   private readonly index = new LruIndex<Digest>();
   private readonly readBuffers = new BufferPool(READ_CHUNK_BYTES, IDLE_READ_BUFFERS);
   private readonly lastTouch = new Map<Digest, number>();
-  /** While the start-up scan runs: digests whose state was decided since (looked up, committed, deleted), which the scan must not override. */
-  private scanning: Set<Digest> | undefined;
-  private indexed: Promise<void> = Promise.resolve();
+  private readonly indexing = new BackgroundIndexing<Digest>();
   private readonly blobsDir: string;
   private readonly tmpDir: string;
 
@@ -67,21 +66,12 @@ export class FsBlobStore implements BlobStore {
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
     await mkdir(this.blobsDir, { recursive: true });
-    this.scanning = new Set();
-    this.indexed = this.scan().then(
-      () => {
-        this.scanning = undefined;
-      },
-      (err: unknown) => {
-        this.scanning = undefined;
-        this.opts.logger.error({ err }, 'indexing the blob cache failed; blobs found so far are indexed');
-      },
-    );
+    this.indexing.start(() => this.scan(), (err) => this.opts.logger.error({ err }, 'indexing the blob cache failed; blobs found so far are indexed'));
   }
 
   /** Resolves once every blob on disk at start is in the index (and the store was shrunk to its size limit). */
   whenIndexed(): Promise<void> {
-    return this.indexed;
+    return this.indexing.whenDone();
   }
 
   private async scan(): Promise<void> {
@@ -96,7 +86,7 @@ export class FsBlobStore implements BlobStore {
       }
     }
     found.sort((a, b) => a.mtime - b.mtime);
-    const seen = this.scanning ?? new Set();
+    const seen = this.indexing.decidedKeys();
     for (const f of found) {
       // Looked up, committed or deleted while the scan ran: that is newer than what the scan saw.
       if (!seen.has(f.digest)) this.index.set(f.digest, f.size);
@@ -162,14 +152,14 @@ export class FsBlobStore implements BlobStore {
   /** The size of a cached blob; while the start-up scan runs, the disk answers what the index does not know yet. */
   private async lookup(digest: Digest): Promise<number | undefined> {
     const known = this.index.size(digest);
-    if (known !== undefined || this.scanning === undefined) return known;
-    if (this.scanning.has(digest)) return undefined; // deleted (or absent) since the scan began
+    if (known !== undefined || !this.indexing.running) return known;
+    if (this.indexing.isDecided(digest)) return undefined; // deleted (or absent) since the scan began
     const path = this.path(digest);
     const s = await stat(path).catch(() => undefined);
     // An empty file is what a crash can leave; the scan removes it.
     if (!s?.isFile() || (s.size === 0 && digest !== EMPTY_SHA256)) return undefined;
-    if (this.scanning?.has(digest)) return this.index.size(digest); // decided while we asked the disk
-    this.scanning?.add(digest);
+    if (this.indexing.isDecided(digest)) return this.index.size(digest); // decided while we asked the disk
+    this.indexing.decide(digest);
     this.index.set(digest, s.size);
     return s.size;
   }
@@ -192,14 +182,14 @@ export class FsBlobStore implements BlobStore {
     // The rename itself must survive a crash too.
     const handle = await open(dir, 'r');
     await handle.sync().finally(() => handle.close());
-    this.scanning?.add(info.digest);
+    this.indexing.decide(info.digest);
     this.index.set(info.digest, info.size);
     await this.evict();
   }
 
   async delete(digest: Digest): Promise<boolean> {
     if (this.index.isPinned(digest)) return false;
-    this.scanning?.add(digest);
+    this.indexing.decide(digest);
     this.index.delete(digest);
     this.lastTouch.delete(digest);
     try {
@@ -212,7 +202,7 @@ export class FsBlobStore implements BlobStore {
   }
 
   async *list(): AsyncIterable<BlobInfo> {
-    await this.indexed;
+    await this.indexing.whenDone();
     for (const [digest, size] of this.index.entries()) yield { digest, size };
   }
 

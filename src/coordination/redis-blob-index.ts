@@ -1,0 +1,84 @@
+import type { Redis } from 'ioredis';
+import type { Digest } from '../oci/digest.ts';
+
+const SIZES = 'blob:size';
+const ACCESS = 'blob:atime';
+const BYTES = 'blob:bytes';
+const EVICT_LOCK = 'blob:evict-lock';
+/** Access times reach Redis at most this often per replica: a hit costs no round trip. */
+const TOUCH_FLUSH_MS = 5_000;
+
+// Added once: the size is recorded and the total grows only for a new digest.
+const ADD = `
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then redis.call('INCRBY', KEYS[3], ARGV[2]) end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+return 1`;
+const REMOVE = `
+local size = redis.call('HGET', KEYS[1], ARGV[1])
+if size then redis.call('HDEL', KEYS[1], ARGV[1]); redis.call('DECRBY', KEYS[3], size) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return size`;
+
+/**
+ * The blob index every replica shares: size per digest, last access (a sorted
+ * set, for LRU eviction across replicas; accesses are batched), and the total.
+ * The bucket stays the truth: a digest Redis does not know is looked up there.
+ */
+export class RedisBlobIndex {
+  private readonly touched = new Set<Digest>();
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(private readonly redis: Redis) {
+    this.timer = setInterval(() => void this.flushTouches(), TOUCH_FLUSH_MS);
+    this.timer.unref();
+  }
+
+  async size(digest: Digest): Promise<number | undefined> {
+    const size = await this.redis.hget(SIZES, digest);
+    return size === null ? undefined : Number(size);
+  }
+
+  async add(digest: Digest, size: number): Promise<void> {
+    await this.redis.eval(ADD, 3, SIZES, ACCESS, BYTES, digest, String(size), String(Date.now()));
+  }
+
+  touch(digest: Digest): void {
+    this.touched.add(digest);
+  }
+
+  async remove(digest: Digest): Promise<void> {
+    await this.redis.eval(REMOVE, 3, SIZES, ACCESS, BYTES, digest);
+  }
+
+  async usage(): Promise<{ bytes: number; count: number }> {
+    const [bytes, count] = await Promise.all([this.redis.get(BYTES), this.redis.hlen(SIZES)]);
+    return { bytes: Number(bytes ?? 0), count };
+  }
+
+  /** The least recently used digests, oldest first. */
+  async oldest(n: number): Promise<Digest[]> {
+    return (await this.redis.zrange(ACCESS, '0', String(n - 1))) as Digest[];
+  }
+
+  /** One replica evicts at a time; the lock expires by itself if that replica dies. */
+  async lockEviction(ms: number): Promise<boolean> {
+    return (await this.redis.set(EVICT_LOCK, String(process.pid), 'PX', ms, 'NX')) === 'OK';
+  }
+
+  async unlockEviction(): Promise<void> {
+    await this.redis.del(EVICT_LOCK);
+  }
+
+  async flushTouches(): Promise<void> {
+    if (this.touched.size === 0) return;
+    const now = String(Date.now());
+    const batch = [...this.touched];
+    this.touched.clear();
+    // XX: only digests still indexed (an evicted blob must not come back as an entry).
+    await this.redis.zadd(ACCESS, 'XX', ...batch.flatMap((d) => [now, d])).catch(() => undefined);
+  }
+
+  close(): void {
+    clearInterval(this.timer);
+  }
+}

@@ -1,0 +1,28 @@
+import type { Digest } from '../oci/digest.ts';
+
+/** The right to download one blob for every replica, held while the fill runs. */
+export interface FillLease {
+  /** The fill is over (committed, relayed or failed): others may look in the store or try themselves. */
+  release(): void;
+}
+
+/**
+ * Who downloads a blob when several replicas want it at once. In one process
+ * the BlobFills table does it all; across replicas a lease (Redis) makes one
+ * replica fetch and the others wait for the stored blob.
+ */
+export interface FillCoordinator {
+  /** The lease, or undefined when another replica holds it. */
+  claim(upstream: string, digest: Digest): Promise<FillLease | undefined>;
+  /** Resolves when the holder's lease is gone (released, or expired with a dead holder), or the wait is over. */
+  waitForRelease(upstream: string, digest: Digest): Promise<void>;
+}
+
+/** A single replica: every claim succeeds (BlobFills coalesces within the process). */
+export class LocalFillCoordinator implements FillCoordinator {
+  async claim(): Promise<FillLease> {
+    return { release: () => {} };
+  }
+
+  async waitForRelease(): Promise<void> {}
+}

@@ -1,0 +1,247 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, rm, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { RedisBlobIndex } from '../../coordination/redis-blob-index.ts';
+import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../../oci/digest.ts';
+import type { BlobInfo, BlobRead, BlobStore, ByteRange } from '../blob-store.ts';
+import { BackgroundIndexing } from '../background-indexing.ts';
+import { LruIndex } from '../lru-index.ts';
+import type { S3Bucket } from './s3-bucket.ts';
+
+export interface S3BlobStoreOptions {
+  bucket: S3Bucket;
+  /** Local directory for fills in progress (cache.dir/tmp): clients stream from it while the blob is verified. */
+  tmpDir: string;
+  maxSize: number;
+  logger: Logger;
+  /** The index shared by replicas (Redis); without it, this process indexes the bucket itself. */
+  shared?: RedisBlobIndex | undefined;
+  /** Answer GETs with a presigned URL valid this long (storage.s3.redirect). */
+  redirectSeconds?: number | undefined;
+  onEvict?: (info: BlobInfo) => void;
+}
+
+const BLOBS = 'blobs/';
+/** An eviction run holds the shared lock at most this long. */
+const EVICT_LOCK_MS = 30_000;
+
+/**
+ * Blobs as objects `<prefix>blobs/<algorithm>/<hex>` in an S3-compatible
+ * bucket, shared by every replica. Only verified content enters: a fill
+ * streams into a local temp file while it is hashed, and `commitFile`
+ * uploads the file only once the digest matched, so an object under a digest
+ * name is always complete and right (a multipart upload becomes visible only
+ * when completed; an interrupted one never does).
+ *
+ * Eviction is LRU by last access: with Redis, across replicas (access times
+ * batched into a sorted set, one replica evicting at a time); without, from
+ * this process's own index of the bucket. Blobs being read here are never
+ * evicted by this replica; another replica's eviction may delete an object
+ * while this one streams it, which S3 lets the running GET finish.
+ */
+export class S3BlobStore implements BlobStore {
+  readonly releaseBeforeCommit = true;
+  private readonly local = new LruIndex<Digest>();
+  private sharedUsage = { bytes: 0, count: 0 };
+  private readonly indexing = new BackgroundIndexing<Digest>();
+
+  constructor(private readonly opts: S3BlobStoreOptions) {}
+
+  async init(): Promise<void> {
+    await rm(this.opts.tmpDir, { recursive: true, force: true });
+    await mkdir(this.opts.tmpDir, { recursive: true });
+    if (this.opts.shared) {
+      await this.refreshSharedUsage();
+      return;
+    }
+    // One replica without Redis: index the bucket in the background, as the filesystem store does its directory.
+    this.indexing.start(() => this.scan(), (err) => this.opts.logger.error({ err }, 'indexing the bucket failed; blobs found so far are indexed'));
+  }
+
+  whenIndexed(): Promise<void> {
+    return this.indexing.whenDone();
+  }
+
+  async stat(digest: Digest): Promise<BlobInfo | undefined> {
+    const size = await this.lookup(digest);
+    return size === undefined ? undefined : { digest, size };
+  }
+
+  async open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined> {
+    const size = await this.lookup(digest);
+    if (size === undefined) return undefined;
+    this.local.pin(digest);
+    this.local.touch(digest);
+    let stream: Readable | undefined;
+    try {
+      stream = await this.opts.bucket.get(this.key(digest), range);
+    } catch (err) {
+      this.release(digest);
+      throw err;
+    }
+    if (!stream) {
+      // Evicted by another replica (or removed by hand): a miss.
+      this.release(digest);
+      this.forget(digest);
+      return undefined;
+    }
+    stream.once('close', () => this.release(digest));
+    this.opts.shared?.touch(digest);
+    return { size, stream };
+  }
+
+  /** A presigned URL for the blob (storage.s3.redirect), or undefined when redirects are off or it is not there. */
+  async redirectUrl(digest: Digest): Promise<string | undefined> {
+    if (!this.opts.redirectSeconds || (await this.lookup(digest)) === undefined) return undefined;
+    this.local.touch(digest);
+    this.opts.shared?.touch(digest);
+    return this.opts.bucket.presignedGet(this.key(digest), this.opts.redirectSeconds);
+  }
+
+  tempPath(): string {
+    return join(this.opts.tmpDir, randomUUID());
+  }
+
+  async commitFile(path: string, info: BlobInfo): Promise<void> {
+    await this.opts.bucket.putFile(this.key(info.digest), path, info.size);
+    // Readers of the fill keep their descriptor; the local copy is no longer needed.
+    await unlink(path).catch(() => undefined);
+    this.indexing.decide(info.digest);
+    this.local.set(info.digest, info.size);
+    await this.shared((s) => s.add(info.digest, info.size));
+    await this.evict();
+  }
+
+  async delete(digest: Digest): Promise<boolean> {
+    if (this.local.isPinned(digest)) return false;
+    const size = await this.lookup(digest);
+    if (size === undefined) return false;
+    await this.opts.bucket.delete(this.key(digest));
+    this.forget(digest);
+    return true;
+  }
+
+  async *list(): AsyncIterable<BlobInfo> {
+    await this.indexing.whenDone();
+    for await (const o of this.opts.bucket.list(BLOBS)) {
+      const digest = this.digestOf(o.key);
+      if (digest) yield { digest, size: o.size };
+    }
+  }
+
+  usage(): { bytes: number; count: number } {
+    return this.opts.shared ? this.sharedUsage : { bytes: this.local.bytes, count: this.local.count };
+  }
+
+  private async lookup(digest: Digest): Promise<number | undefined> {
+    const known = this.local.size(digest);
+    if (known !== undefined) return known;
+    if (this.indexing.isDecided(digest)) return undefined;
+    const fromShared = this.opts.shared ? await this.shared((s) => s.size(digest)) : undefined;
+    // The bucket is the truth: Redis may have been emptied, or the blob committed by a replica without it.
+    const size = fromShared ?? (await this.opts.bucket.size(this.key(digest)));
+    if (size === undefined) return undefined;
+    if (this.indexing.isDecided(digest)) return this.local.size(digest);
+    this.indexing.decide(digest);
+    this.local.set(digest, size);
+    if (fromShared === undefined) await this.shared((s) => s.add(digest, size));
+    return size;
+  }
+
+  private release(digest: Digest): void {
+    this.local.unpin(digest);
+    void this.evict().catch((err: unknown) => this.opts.logger.error({ err }, 'eviction failed'));
+  }
+
+  private forget(digest: Digest): void {
+    this.indexing.decide(digest);
+    this.local.delete(digest);
+    void this.shared((s) => s.remove(digest));
+  }
+
+  private async evict(): Promise<void> {
+    const { shared, maxSize } = this.opts;
+    if (!shared) {
+      for (const { key, size } of this.local.evict(maxSize)) await this.evictOne(key, size);
+      return;
+    }
+    await this.refreshSharedUsage();
+    if (this.sharedUsage.bytes <= maxSize) return;
+    if (!(await this.shared((s) => s.lockEviction(EVICT_LOCK_MS)))) return;
+    try {
+      let bytes = this.sharedUsage.bytes;
+      while (bytes > maxSize) {
+        const oldest = (await shared.oldest(64)).filter((d) => !this.local.isPinned(d));
+        let progressed = false;
+        for (const digest of oldest) {
+          if (bytes <= maxSize) break;
+          const size = (await shared.size(digest)) ?? 0;
+          if (!(await this.evictOne(digest, size))) continue;
+          bytes -= size;
+          progressed = true;
+        }
+        // Everything old is in use here, or the bucket refuses deletes: try again at the next commit.
+        if (!progressed) break;
+      }
+    } finally {
+      await this.shared((s) => s.unlockEviction());
+      await this.refreshSharedUsage();
+    }
+  }
+
+  private async evictOne(digest: Digest, size: number): Promise<boolean> {
+    try {
+      await this.opts.bucket.delete(this.key(digest));
+    } catch (err) {
+      this.opts.logger.error({ err, digest }, 'evicting a blob failed');
+      return false;
+    }
+    this.forget(digest);
+    this.opts.logger.info({ digest, size }, 'evicted blob');
+    this.opts.onEvict?.({ digest, size });
+    return true;
+  }
+
+  private async refreshSharedUsage(): Promise<void> {
+    const usage = await this.shared((s) => s.usage());
+    if (usage) this.sharedUsage = usage;
+  }
+
+  /** A shared-index operation; Redis being away is not an error here (the bucket still answers). */
+  private async shared<T>(op: (s: RedisBlobIndex) => Promise<T>): Promise<T | undefined> {
+    if (!this.opts.shared) return undefined;
+    try {
+      return await op(this.opts.shared);
+    } catch {
+      return undefined;
+    }
+  }
+
+  private async scan(): Promise<void> {
+    const found: Array<{ digest: Digest; size: number; modified: number }> = [];
+    for await (const o of this.opts.bucket.list(BLOBS)) {
+      const digest = this.digestOf(o.key);
+      if (digest) found.push({ digest, size: o.size, modified: o.modified });
+    }
+    found.sort((a, b) => a.modified - b.modified);
+    const seen = this.indexing.decidedKeys();
+    for (const f of found) if (!seen.has(f.digest)) this.local.set(f.digest, f.size);
+    for (const digest of seen) this.local.touch(digest);
+    await this.evict();
+  }
+
+  private key(digest: Digest): string {
+    return `${BLOBS}${digestAlgorithm(digest)}/${digestHex(digest)}`;
+  }
+
+  private digestOf(key: string): Digest | undefined {
+    const [algorithm, hex] = key.slice(BLOBS.length).split('/');
+    try {
+      return parseDigest(`${algorithm}:${hex}`);
+    } catch {
+      return undefined;
+    }
+  }
+}
