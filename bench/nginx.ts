@@ -19,7 +19,11 @@ export interface NginxHandle {
   stop(): Promise<void>;
 }
 
-export type NginxMode = { kind: 'cache'; upstreamHostPort: string; manifestTtl: string } | { kind: 'sendfile'; root: string };
+export type NginxMode =
+  | { kind: 'cache'; upstreamHostPort: string; manifestTtl: string }
+  | { kind: 'sendfile'; root: string }
+  /** A round-robin load balancer in front of archway replicas (host:port each), streaming. */
+  | { kind: 'balance'; backends: string[] };
 
 export async function nginxVersion(): Promise<string> {
   const r = await run('nginx', ['-v'], { allowFail: true });
@@ -29,7 +33,14 @@ export async function nginxVersion(): Promise<string> {
 function config(dir: string, port: number, mode: NginxMode): string {
   const root = process.getuid?.() === 0 ? 'user root;' : '';
   const server =
-    mode.kind === 'sendfile'
+    mode.kind === 'balance'
+      ? `
+    location / {
+      proxy_pass http://replicas;
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }`
+      : mode.kind === 'sendfile'
       ? `
     location / {
       root ${mode.root};
@@ -76,7 +87,13 @@ http {
   uwsgi_temp_path ${dir}/uwsgi_temp;
   scgi_temp_path ${dir}/scgi_temp;
   ${
-    mode.kind === 'cache'
+    mode.kind === 'balance'
+      ? `upstream replicas { ${mode.backends.map((b) => `server ${b};`).join(' ')} keepalive 64; }
+  proxy_http_version 1.1;
+  proxy_set_header Connection "";
+  proxy_set_header Host $http_host;
+  proxy_read_timeout 900s;`
+      : mode.kind === 'cache'
       ? `proxy_cache_path ${dir}/cache levels=1:2 keys_zone=blobs:10m max_size=50g inactive=365d use_temp_path=off;
   upstream registry { server ${mode.upstreamHostPort}; keepalive 32; }
   proxy_http_version 1.1;

@@ -150,7 +150,7 @@ async function procStatusKiB(pid: number, field: 'VmHWM' | 'VmRSS'): Promise<num
  * Puts a blob straight into the registry's filesystem storage and links it
  * into `repo`: what a push leaves, without pushing gigabytes through HTTP.
  */
-async function seedBlob(registry: RegistryHandle, repo: string, data: Buffer): Promise<string> {
+export async function seedBlob(registry: RegistryHandle, repo: string, data: Buffer): Promise<string> {
   const hex = sha256Hex(data);
   const v2 = join(registry.dataDir, 'docker', 'registry', 'v2');
   const blobDir = join(v2, 'blobs', 'sha256', hex.slice(0, 2), hex);
@@ -204,7 +204,7 @@ function fetchBody(url: string, headers: Record<string, string> = {}): Promise<{
 }
 const keepAliveAgent = new HttpAgent({ keepAlive: false });
 
-interface WrkResult {
+export interface WrkResult {
   requests: number;
   bytes: number;
   seconds: number;
@@ -216,7 +216,7 @@ interface WrkResult {
 
 let wrkScript: string | undefined;
 
-async function wrk(url: string, connections: number, seconds: number, headers: Record<string, string> = {}): Promise<WrkResult> {
+export async function wrk(url: string, connections: number, seconds: number, headers: Record<string, string> = {}): Promise<WrkResult> {
   if (!wrkScript) {
     const dir = await tempDir('archway-bench-wrk-');
     wrkScript = join(dir, 'report.lua');
