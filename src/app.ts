@@ -104,7 +104,8 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   const manifestStore: ManifestStore = bucket ? new S3ManifestStore(bucket) : new FsManifestStore(config.cache.dir);
   const tagStore: TagStore = redis ? new RedisTagStore(redis) : new FsTagStore(config.cache.dir);
   const confirmations: ConfirmationStore = redis ? new RedisConfirmationStore(redis) : new FsConfirmationStore(config.cache.dir);
-  const coordinator = redis && config.redis ? new RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator();
+  // Leases only help when the blobs are shared: with a disk per replica, waiting for another's download gains nothing.
+  const coordinator = redis && config.redis && bucket ? new RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator();
   await blobStore.init();
   await manifestStore.init();
   await tagStore.init();
@@ -142,7 +143,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   });
   const blobs = new BlobService(blobStore, fills, access, metrics);
   const virtualImages = new VirtualImages(config.virtual, config.defaultUpstream, router);
-  const virtuals = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger);
+  const virtuals = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl);
 
   const platforms = new PlatformPolicy(config.platform);
 
@@ -244,9 +245,11 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
         clearInterval(idle);
         clearTimeout(timer);
       }
+      jobs.stop();
       await fills.cancelAll();
       await dispatchers.close();
       // Fills released their leases above; now the shared services can go.
+      await blobStore.close?.();
       await redis?.quit().catch(() => redis.disconnect());
       bucket?.close();
     })());

@@ -48,6 +48,7 @@ const TOP = 10;
  * reads the token from the URL fragment, which never reaches a server log).
  */
 export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices): Promise<void> {
+  const snapshot = new InventorySnapshot(s);
   await app.register(async (scope) => {
     scope.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: 64 * 1024 }, (_request, body, done) => {
       try {
@@ -68,7 +69,7 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
 
     scope.get('/_archway/', async (_request, reply) => reply.header('content-type', 'text/html; charset=utf-8').header('cache-control', 'no-store').send(STATUS_PAGE));
 
-    scope.get('/_archway/cache', async (_request, reply) => reply.header('cache-control', 'no-store').send(await cacheSummary(s)));
+    scope.get('/_archway/cache', async (_request, reply) => reply.header('cache-control', 'no-store').send(await cacheSummary(s, snapshot)));
 
     scope.get('/_archway/status', async (_request, reply) => {
       const images = await Promise.all(
@@ -101,6 +102,7 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
         ...(reference?.kind === 'tag' ? { tag: reference.tag } : {}),
         ...(reference?.kind === 'digest' ? { digest: reference.digest } : {}),
       });
+      snapshot.invalidate();
       request.log.info({ purge: `${route.upstream.name}/${route.repository}`, reference, ...report }, 'purged');
       return reply.send(report);
     });
@@ -149,10 +151,40 @@ function parsePlatformOrThrow(p: string) {
   }
 }
 
-export async function cacheSummary(s: AdminServices) {
+/**
+ * The inventory walk (every tag and manifest, a stat per blob) is the costly
+ * part of the summary; on a large cache an open status page would repeat it
+ * every few seconds. It is reused while nothing changed, and, when it is slow,
+ * for a while even if something did (at most 20× its own cost, a minute).
+ */
+class InventorySnapshot {
+  private last: { at: number; state: string; costMs: number; value: Awaited<ReturnType<InventorySnapshot['compute']>> } | undefined;
+
+  constructor(private readonly s: Pick<AdminServices, 'inventory'>) {}
+
+  async get(state: string) {
+    const now = performance.now();
+    const last = this.last;
+    if (last && now - last.at < 60_000 && (last.state === state || now - last.at < 20 * last.costMs)) return last.value;
+    const value = await this.compute();
+    this.last = { at: now, state, costMs: performance.now() - now, value };
+    return value;
+  }
+
+  invalidate(): void {
+    this.last = undefined;
+  }
+
+  private async compute() {
+    const [counts, sizes] = await Promise.all([this.s.inventory.counts(), this.s.inventory.repositorySizes()]);
+    return { counts, sizes };
+  }
+}
+
+export async function cacheSummary(s: AdminServices, snapshot: InventorySnapshot) {
   const usage = s.blobStore.usage();
   const totals = s.traffic.totals();
-  const [counts, sizes] = await Promise.all([s.inventory.counts(), s.inventory.repositorySizes()]);
+  const { counts, sizes } = await snapshot.get(`${usage.bytes}/${usage.count}/${totals.hits + totals.misses}`);
   const sizeOf = new Map(sizes.map((r) => [r.repository, r.bytes]));
   return {
     bytes: usage.bytes,

@@ -4,13 +4,12 @@ import type { Logger } from 'pino';
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
 import { parseImageManifest, parseIndex } from '../oci/manifest.ts';
-import { isIndexMediaType, MediaType } from '../oci/media-types.ts';
+import { isIndexMediaType } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import { isAttestationEntry } from '../platform/match.ts';
 import { formatPlatform, parsePlatform, samePlatform, type Platform } from '../platform/platform.ts';
-import type { PlatformDecision } from '../platform/policy.ts';
 import type { BlobService } from '../registry/blob-service.ts';
-import type { ManifestService, ManifestSource } from '../registry/manifest-service.ts';
+import { ACCEPT_ALL_MANIFESTS, AS_PUBLISHED, type ManifestService, type ManifestSource } from '../registry/manifest-service.ts';
 import type { Route } from '../routing/router.ts';
 
 export interface PrefetchRequest {
@@ -42,8 +41,6 @@ export interface PrefetchJob {
   finishedAt?: string;
 }
 
-const PASSTHROUGH: PlatformDecision = { mode: 'passthrough', platform: { os: 'linux', architecture: 'amd64' }, source: 'default' };
-const ACCEPT_ALL = new Set<string>(Object.values(MediaType));
 /** Blob downloads of one job at a time: enough to fill a link, few enough to leave room for pulls. */
 const PARALLEL_BLOBS = 4;
 
@@ -56,6 +53,7 @@ const PARALLEL_BLOBS = 4;
 export class PrefetchJobs {
   private readonly jobs = new LRUCache<string, PrefetchJob>({ max: 1000 });
   private readonly running = new Map<string, PrefetchJob>();
+  private stopped = false;
 
   constructor(
     private readonly manifests: ManifestService,
@@ -99,13 +97,18 @@ export class PrefetchJobs {
     return job;
   }
 
+  /** Shutdown: running jobs take no further blob and end failed. */
+  stop(): void {
+    this.stopped = true;
+  }
+
   get(id: string): PrefetchJob | undefined {
     return this.jobs.get(id);
   }
 
   private async run(job: PrefetchJob, request: PrefetchRequest): Promise<void> {
     const { source } = request;
-    const top = (await this.manifests.get(source, request.reference, ACCEPT_ALL, PASSTHROUGH)).manifest;
+    const top = (await this.manifests.get(source, request.reference, ACCEPT_ALL_MANIFESTS, AS_PUBLISHED)).manifest;
     const images: Array<{ platform: string; digest: Digest }> = [];
     const missing: string[] = [];
     if (isIndexMediaType(top.mediaType)) {
@@ -132,12 +135,20 @@ export class PrefetchJobs {
 
     const queue = [...blobs.keys()];
     const worker = async () => {
-      for (let digest = queue.shift(); digest; digest = queue.shift()) {
-        await this.fetchBlob(job, request, digest);
-        job.blobs.done++;
+      try {
+        for (let digest = queue.shift(); digest && !this.stopped; digest = queue.shift()) {
+          await this.fetchBlob(job, request, digest);
+          job.blobs.done++;
+        }
+      } catch (err) {
+        queue.length = 0; // the job has failed: the other workers take nothing more
+        throw err;
       }
     };
-    await Promise.all(Array.from({ length: PARALLEL_BLOBS }, worker));
+    const results = await Promise.allSettled(Array.from({ length: PARALLEL_BLOBS }, worker));
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    if (this.stopped) throw new Error('archway is shutting down');
     if (missing.length) throw new Error(`${request.image} has no image for ${missing.join(', ')} (fetched: ${job.fetched.join(', ') || 'nothing'})`);
   }
 

@@ -7,7 +7,10 @@ import { request } from 'undici';
 import { buildArchway } from '../app.ts';
 import type { Config } from '../config/schema.ts';
 import type { CachedState, PlatformReport, PlatformRow } from '../inspect/platform-inspector.ts';
+import type { Digest } from '../oci/digest.ts';
 import { blobFilePath } from '../store/fs-blob-store.ts';
+import { blobObjectKey } from '../store/s3/s3-blob-store.ts';
+import { S3Bucket } from '../store/s3/s3-bucket.ts';
 import { errorText } from './admin-client.ts';
 
 export interface InspectOptions {
@@ -33,13 +36,25 @@ export async function inspectImage(config: Readonly<Config>, opts: InspectOption
     return JSON.parse(body) as PlatformReport;
   }
   const scratch = await mkdtemp(join(tmpdir(), 'archway-inspect-'));
-  // Client authentication is for remote callers; this process is the operator's own.
-  const archway = await buildArchway({ ...config, auth: undefined, cache: { ...config.cache, dir: scratch } }, { logger: pino({ level: 'silent' }) });
+  // Client authentication is for remote callers; this process is the operator's own. Its cache is
+  // throw-away and local: never the shared bucket or Redis of a running deployment.
+  const archway = await buildArchway(
+    { ...config, auth: undefined, redis: undefined, storage: { type: 'filesystem' }, cache: { ...config.cache, dir: scratch } },
+    { logger: pino({ level: 'silent' }) },
+  );
   try {
     const res = await archway.app.inject({ method: 'GET', url: path });
     if (res.statusCode !== 200) throw new Error(`${res.statusCode}: ${errorText(res.body)}`);
     const report = JSON.parse(res.body) as PlatformReport;
-    for (const row of report.platforms) row.cached = await cachedIn(config.cache.dir, row);
+    const bucket = config.storage.type === 's3' && config.storage.s3 ? new S3Bucket(config.storage.s3) : undefined;
+    const present = bucket
+      ? async (digest: Digest) => (await bucket.size(blobObjectKey(digest))) !== undefined
+      : (digest: Digest) => access(blobFilePath(config.cache.dir, digest)).then(() => true, () => false);
+    try {
+      for (const row of report.platforms) row.cached = await cachedState(row, present);
+    } finally {
+      bucket?.close();
+    }
     return report;
   } finally {
     await archway.close();
@@ -47,10 +62,10 @@ export async function inspectImage(config: Readonly<Config>, opts: InspectOption
   }
 }
 
-async function cachedIn(cacheDir: string, row: PlatformRow): Promise<CachedState> {
+/** What the configured cache (directory or bucket) holds of a row's blobs. */
+async function cachedState(row: PlatformRow, present: (digest: Digest) => Promise<boolean>): Promise<CachedState> {
   const blobs = [...(row.config ? [row.config] : []), ...row.layers];
-  const present = await Promise.all(blobs.map((b) => access(blobFilePath(cacheDir, b.digest)).then(() => true, () => false)));
-  const n = present.filter(Boolean).length;
+  const n = (await Promise.all(blobs.map((b) => present(b.digest)))).filter(Boolean).length;
   return blobs.length > 0 && n === blobs.length ? 'yes' : n > 0 ? 'partial' : 'no';
 }
 

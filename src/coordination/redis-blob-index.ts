@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Digest } from '../oci/digest.ts';
 
@@ -5,6 +6,10 @@ const SIZES = 'blob:size';
 const ACCESS = 'blob:atime';
 const BYTES = 'blob:bytes';
 const EVICT_LOCK = 'blob:evict-lock';
+const REBUILD_LOCK = 'blob:rebuild-lock';
+/** Present once the index holds every object of the bucket (see S3BlobStore.ensureSharedIndex). */
+const BUILT = 'blob:index-built';
+const UNLOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
 /** Access times reach Redis at most this often per replica: a hit costs no round trip. */
 const TOUCH_FLUSH_MS = 5_000;
 
@@ -38,8 +43,25 @@ export class RedisBlobIndex {
     return size === null ? undefined : Number(size);
   }
 
-  async add(digest: Digest, size: number): Promise<void> {
-    await this.redis.eval(ADD, 3, SIZES, ACCESS, BYTES, digest, String(size), String(Date.now()));
+  /** `accessedAt`: for a rebuild, the object's modification time, so the LRU order survives. */
+  async add(digest: Digest, size: number, accessedAt = Date.now()): Promise<void> {
+    await this.redis.eval(ADD, 3, SIZES, ACCESS, BYTES, digest, String(size), String(accessedAt));
+  }
+
+  async needsRebuild(): Promise<boolean> {
+    return (await this.redis.exists(BUILT)) === 0;
+  }
+
+  async markBuilt(): Promise<void> {
+    await this.redis.set(BUILT, '1');
+  }
+
+  async lockRebuild(ms: number): Promise<string | undefined> {
+    return this.lock(REBUILD_LOCK, ms);
+  }
+
+  async unlockRebuild(token: string): Promise<void> {
+    await this.redis.eval(UNLOCK, 1, REBUILD_LOCK, token);
   }
 
   touch(digest: Digest): void {
@@ -60,13 +82,19 @@ export class RedisBlobIndex {
     return (await this.redis.zrange(ACCESS, '0', String(n - 1))) as Digest[];
   }
 
-  /** One replica evicts at a time; the lock expires by itself if that replica dies. */
-  async lockEviction(ms: number): Promise<boolean> {
-    return (await this.redis.set(EVICT_LOCK, String(process.pid), 'PX', ms, 'NX')) === 'OK';
+  /** One replica evicts at a time; the lock expires by itself if that replica dies. Returns the token, or undefined. */
+  async lockEviction(ms: number): Promise<string | undefined> {
+    return this.lock(EVICT_LOCK, ms);
   }
 
-  async unlockEviction(): Promise<void> {
-    await this.redis.del(EVICT_LOCK);
+  /** Only the holder's token unlocks: a lock that expired and was taken by another replica stays theirs. */
+  async unlockEviction(token: string): Promise<void> {
+    await this.redis.eval(UNLOCK, 1, EVICT_LOCK, token);
+  }
+
+  private async lock(key: string, ms: number): Promise<string | undefined> {
+    const token = randomUUID();
+    return (await this.redis.set(key, token, 'PX', ms, 'NX')) === 'OK' ? token : undefined;
   }
 
   async flushTouches(): Promise<void> {

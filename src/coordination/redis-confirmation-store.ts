@@ -33,9 +33,10 @@ export class RedisConfirmationStore implements ConfirmationStore {
 
   async add(upstream: string, repository: string, digest: Digest): Promise<void> {
     const key = this.key(upstream, repository, digest);
-    if (this.known.has(key)) return;
     this.known.set(key, true);
-    // Redis away: known here; another replica will confirm with the upstream itself.
+    // Written through every time (callers add rarely): Redis may have lost it (a restart) or missed it
+    // (away when it was first added), and other replicas rely on it. Redis away: known here; another
+    // replica will confirm with the upstream itself.
     await this.redis.set(PREFIX + key, '1').catch(() => undefined);
   }
 

@@ -22,6 +22,8 @@ const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call
  * which costs upstream bytes, never correctness.
  */
 export class RedisFillCoordinator implements FillCoordinator {
+  readonly shared = true;
+
   constructor(
     private readonly redis: Redis,
     private readonly logger: Logger,

@@ -1,9 +1,18 @@
 import type { FastifyInstance } from 'fastify';
 import { denied } from '../access/client-auth.ts';
+import { RegistryError } from '../errors.ts';
 import { parseImageReference } from '../inspect/image-reference.ts';
 import type { PlatformInspector } from '../inspect/platform-inspector.ts';
 import type { Router } from '../routing/router.ts';
 import type { VirtualImages } from '../virtual/virtual-images.ts';
+
+function decodeName(raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new RegistryError('NAME_INVALID', 'invalid repository name', { detail: { name: raw } });
+  }
+}
 
 /** Path of the platform inspector; the access hook gives it the same client authentication as /v2. */
 export const PLATFORMS_ROUTE = '/_archway/platforms/*';
@@ -17,7 +26,7 @@ export function registerPlatformsRoute(app: FastifyInstance, services: { router:
   app.get(PLATFORMS_ROUTE, async (request, reply) => {
     request.archway.route = 'platforms';
     const [path = '', query = ''] = request.url.split('?');
-    const image = decodeURIComponent(path.slice('/_archway/platforms/'.length));
+    const image = decodeName(path.slice('/_archway/platforms/'.length));
     const { name, reference } = parseImageReference(image);
     const route = services.router.resolve(name, new URLSearchParams(query).get('ns') ?? undefined);
     if (request.principal && !request.principal.allows(`${route.upstream.name}/${route.repository}`)) throw denied(name);

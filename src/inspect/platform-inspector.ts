@@ -1,13 +1,12 @@
 import type { Readable } from 'node:stream';
 import { digestAlgorithm, digestOf, type Digest } from '../oci/digest.ts';
 import { parseImageManifest, parseIndex } from '../oci/manifest.ts';
-import { isIndexMediaType, MediaType } from '../oci/media-types.ts';
+import { isIndexMediaType } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import { isAttestationEntry } from '../platform/match.ts';
 import { formatPlatform, type Platform } from '../platform/platform.ts';
-import type { PlatformDecision } from '../platform/policy.ts';
 import type { BlobService } from '../registry/blob-service.ts';
-import type { ManifestService, ManifestSource } from '../registry/manifest-service.ts';
+import { ACCEPT_ALL_MANIFESTS, AS_PUBLISHED, type ManifestService, type ManifestSource } from '../registry/manifest-service.ts';
 import type { Route } from '../routing/router.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
@@ -44,9 +43,7 @@ export interface PlatformReport {
   attestations: number;
 }
 
-/** The index untouched: the inspector reports what the upstream (or a virtual image) offers. */
-const PASSTHROUGH: PlatformDecision = { mode: 'passthrough', platform: { os: 'linux', architecture: 'amd64' }, source: 'default' };
-const ACCEPT_ALL = new Set<string>(Object.values(MediaType));
+
 /** An image config is a few KiB; refuse to buffer anything absurd. */
 const MAX_CONFIG_BYTES = 4 * 1024 * 1024;
 
@@ -75,7 +72,7 @@ export class PlatformInspector {
   async inspect(target: InspectTarget): Promise<PlatformReport> {
     const { route, virtual } = target;
     const source: ManifestSource = virtual ? this.virtuals.source(virtual) : this.manifests.source(route);
-    const top = (await this.manifests.get(source, target.reference, ACCEPT_ALL, PASSTHROUGH)).manifest;
+    const top = (await this.manifests.get(source, target.reference, ACCEPT_ALL_MANIFESTS, AS_PUBLISHED)).manifest;
     const report: PlatformReport = {
       image: target.image,
       registry: route.upstream.name,
@@ -137,10 +134,10 @@ export class PlatformInspector {
    */
   private async configPlatform(route: Route, digest: Digest): Promise<Platform | undefined> {
     let bytes: Buffer;
-    if ((await this.blobs.cachedSize(route, digest)) !== undefined) {
-      const answer = await this.blobs.get(route, digest, () => undefined);
-      if (answer.kind !== 'body') return undefined;
-      bytes = await readBounded(answer.stream, MAX_CONFIG_BYTES);
+    const cached = (await this.blobs.cachedSize(route, digest)) !== undefined ? await this.store.open(digest) : undefined;
+    if (cached) {
+      // From the store itself: a blob answer may be a redirect (storage.s3.redirect).
+      bytes = await readBounded(cached.stream, MAX_CONFIG_BYTES);
     } else {
       bytes = await readBounded((await route.upstream.getBlob(route.repository, digest)).body, MAX_CONFIG_BYTES);
       if (digestOf(bytes, digestAlgorithm(digest)) !== digest) return undefined;

@@ -41,6 +41,6 @@ export function acceptedMediaTypes(accept: string | string[] | undefined): Set<s
 }
 
 /** Does the client accept this index media type? A wildcard counts. */
-export function clientAcceptsIndex(accepted: Set<string>, indexMediaType: string): boolean {
+export function clientAcceptsIndex(accepted: ReadonlySet<string>, indexMediaType: string): boolean {
   return accepted.has(indexMediaType) || accepted.has('*/*') || accepted.has('application/*');
 }

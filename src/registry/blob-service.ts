@@ -17,8 +17,8 @@ export type BlobAnswer =
   /** storage.s3.redirect: the client fetches the bytes from the object store itself. */
   | { kind: 'redirect'; url: string; outcome: CacheOutcome };
 
-/** Rounds of waiting for another replica's fill before this one fetches the blob itself. */
-const MAX_WAITS_ELSEWHERE = 3;
+/** Waits for another replica's fill (each at most redis.fillWait) before this one fetches the blob itself. */
+const MAX_WAITS_ELSEWHERE = 1;
 
 /**
  * Serves blobs from the store, or from a fill that streams the upstream's
@@ -78,6 +78,7 @@ export class BlobService {
       if (!fill) {
         // After a few waits for other replicas, fetch here whatever they are doing.
         const acquired = round < MAX_WAITS_ELSEWHERE ? await this.fills.acquire(route.upstream.name, digest, fetch) : this.fills.start(route.upstream.name, digest, fetch);
+        if (acquired === 'stored') continue;
         if (acquired === 'elsewhere') {
           // Another replica is filling it: wait for its lease to end, then it is in the shared store.
           await this.fills.waitElsewhere(route.upstream.name, digest);

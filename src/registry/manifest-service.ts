@@ -3,7 +3,7 @@ import { RegistryError } from '../errors.ts';
 import { LRUCache } from 'lru-cache';
 import { digestOf, type Digest } from '../oci/digest.ts';
 import { parseIndex, type Descriptor, type ManifestIndex } from '../oci/manifest.ts';
-import { clientAcceptsIndex, isIndexMediaType } from '../oci/media-types.ts';
+import { clientAcceptsIndex, isIndexMediaType, MediaType } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { filterIndex } from '../platform/filter-index.ts';
@@ -42,6 +42,10 @@ export interface ManifestServiceOptions {
 
 type TagAnswer = ManifestAnswer & { record: TagRecord };
 
+/** For archway's own reads (inspector, prefetch): every manifest type, indexes as published. */
+export const ACCEPT_ALL_MANIFESTS: ReadonlySet<string> = new Set<string>(Object.values(MediaType));
+export const AS_PUBLISHED: PlatformDecision = { mode: 'passthrough', platform: { os: 'linux', architecture: 'amd64' }, source: 'default' };
+
 /**
  * Where the manifests of one name come from: a repository at an upstream
  * (`ManifestService.source`), or a virtual image assembled from several
@@ -51,7 +55,7 @@ export interface ManifestSource {
   /** The manifest store key under which archway keeps what it makes for this name (narrowed indexes). */
   readonly storeKey: string;
   /** The tag's manifest; `accepted` lets a source that writes its own index pick the format the client reads. */
-  tag(tag: string, accepted: Set<string>): Promise<ManifestAnswer>;
+  tag(tag: string, accepted: ReadonlySet<string>): Promise<ManifestAnswer>;
   digest(digest: Digest): Promise<ManifestAnswer>;
   /** archway made `digest` (a narrowed index) for this name: it may be served here by digest. */
   made(digest: Digest): Promise<void>;
@@ -80,7 +84,7 @@ export class ManifestService {
    * (or a client that cannot read indexes) asks for it, the chosen platform's
    * image manifest (resolve) or the index narrowed to it (filter).
    */
-  async get(source: ManifestSource, reference: Reference, accepted: Set<string>, decision: PlatformDecision): Promise<ManifestAnswer> {
+  async get(source: ManifestSource, reference: Reference, accepted: ReadonlySet<string>, decision: PlatformDecision): Promise<ManifestAnswer> {
     if (reference.kind === 'digest') return this.counted(await source.digest(reference.digest), 'manifest');
     const answer = this.counted(await source.tag(reference.tag, accepted), 'tag');
     const { manifest } = answer;

@@ -15,12 +15,13 @@ export class BackgroundIndexing<K> {
         this.decided = undefined;
       },
       (err: unknown) => {
-        this.decided = undefined;
+        // The index is incomplete for good: lookups keep asking the storage itself.
         onError(err);
       },
     );
   }
 
+  /** While true, the index may be incomplete: lookups ask the storage, eviction waits. */
   get running(): boolean {
     return this.decided !== undefined;
   }

@@ -18,7 +18,9 @@ export class BlobFills {
   private readonly joinable = new Map<string, BlobFill>();
   private readonly running = new Map<BlobFill, Promise<void>>();
   /** Claims under way across replicas: requests of this process arriving meanwhile share them. */
-  private readonly claims = new Map<string, Promise<BlobFill | 'elsewhere'>>();
+  private readonly claims = new Map<string, Promise<BlobFill | 'elsewhere' | 'stored'>>();
+  /** Waits for another replica's fill: one per blob in this process, however many requests wait. */
+  private readonly waits = new Map<string, Promise<void>>();
 
   constructor(
     private readonly store: BlobStore,
@@ -35,9 +37,10 @@ export class BlobFills {
   /**
    * The fill of this blob: the one running here, or a new one once this
    * replica holds the lease for it; `elsewhere` when another replica is
-   * filling it (wait with `waitElsewhere`, then look in the store).
+   * filling it (wait with `waitElsewhere`, then look in the store); `stored`
+   * when another replica finished it just before this one took the lease.
    */
-  acquire(upstream: string, digest: Digest, fetch: FetchBlob): Promise<BlobFill | 'elsewhere'> {
+  acquire(upstream: string, digest: Digest, fetch: FetchBlob): Promise<BlobFill | 'elsewhere' | 'stored'> {
     const k = key(upstream, digest);
     const running = this.joinable.get(k);
     if (running) return Promise.resolve(running);
@@ -50,6 +53,11 @@ export class BlobFills {
         if (fill) {
           lease.release();
           return fill;
+        }
+        // The lease may be free because another replica just stored the blob.
+        if (this.coordinator.shared && (await this.store.stat(digest))) {
+          lease.release();
+          return 'stored' as const;
         }
         return this.start(upstream, digest, fetch, lease);
       })().finally(() => this.claims.delete(k));
@@ -65,7 +73,13 @@ export class BlobFills {
   }
 
   waitElsewhere(upstream: string, digest: Digest): Promise<void> {
-    return this.coordinator.waitForRelease(upstream, digest);
+    const k = key(upstream, digest);
+    let wait = this.waits.get(k);
+    if (!wait) {
+      wait = this.coordinator.waitForRelease(upstream, digest).finally(() => this.waits.delete(k));
+      this.waits.set(k, wait);
+    }
+    return wait;
   }
 
   /** Start a fill (there must be none joinable for this upstream and digest). */

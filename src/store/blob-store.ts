@@ -63,6 +63,8 @@ export interface BlobStore {
   readonly releaseBeforeCommit?: boolean;
   /** A URL the client may fetch the blob from directly (an object store's presigned URL), when the store offers that. */
   redirectUrl?(digest: Digest): Promise<string | undefined>;
+  /** Release timers and flush shared state at shutdown (stores that have any). */
+  close?(): Promise<void>;
   /** Everything cached, once indexing is complete. */
   list(): AsyncIterable<BlobInfo>;
   usage(): { bytes: number; count: number };

@@ -12,6 +12,8 @@ export interface FillLease {
  * replica fetch and the others wait for the stored blob.
  */
 export interface FillCoordinator {
+  /** Other processes fill into the same store: after a claim, the blob may already be there. */
+  readonly shared: boolean;
   /** The lease, or undefined when another replica holds it. */
   claim(upstream: string, digest: Digest): Promise<FillLease | undefined>;
   /** Resolves when the holder's lease is gone (released, or expired with a dead holder), or the wait is over. */
@@ -20,6 +22,8 @@ export interface FillCoordinator {
 
 /** A single replica: every claim succeeds (BlobFills coalesces within the process). */
 export class LocalFillCoordinator implements FillCoordinator {
+  readonly shared = false;
+
   async claim(): Promise<FillLease> {
     return { release: () => {} };
   }

@@ -47,6 +47,7 @@ export class FsBlobStore implements BlobStore {
   private readonly readBuffers = new BufferPool(READ_CHUNK_BYTES, IDLE_READ_BUFFERS);
   private readonly lastTouch = new Map<Digest, number>();
   private readonly indexing = new BackgroundIndexing<Digest>();
+  private indexed: Promise<void> = Promise.resolve();
   private readonly blobsDir: string;
   private readonly tmpDir: string;
 
@@ -59,19 +60,22 @@ export class FsBlobStore implements BlobStore {
    * Prepares the directories and starts indexing what is on disk. Serving does
    * not wait for the index: until it is complete a lookup asks the disk
    * directly, so start-up time does not grow with the cache (100,000 blobs
-   * took 2 s to scan here; BENCHMARKS.md, cache scale). Eviction waits for it.
+   * took 2 s to scan here; BENCHMARKS.md, cache scale). Eviction waits for it;
+   * a file that cannot be read is left out, the rest is indexed.
    */
   async init(): Promise<void> {
     // Temp files are fills a previous process did not finish: never complete, never trusted.
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
     await mkdir(this.blobsDir, { recursive: true });
-    this.indexing.start(() => this.scan(), (err) => this.opts.logger.error({ err }, 'indexing the blob cache failed; blobs found so far are indexed'));
+    this.indexing.start(() => this.scan(), (err) => this.opts.logger.error({ err }, 'indexing the blob cache failed; blobs are looked up one by one and nothing is evicted until a restart'));
+    // Shrunk to maxSize once the totals are whole.
+    this.indexed = this.indexing.whenDone().then(() => this.evict());
   }
 
   /** Resolves once every blob on disk at start is in the index (and the store was shrunk to its size limit). */
   whenIndexed(): Promise<void> {
-    return this.indexing.whenDone();
+    return this.indexed;
   }
 
   private async scan(): Promise<void> {
@@ -93,7 +97,6 @@ export class FsBlobStore implements BlobStore {
     }
     // Looked up during the scan, hence most recently used: keep them at the new end.
     for (const digest of seen) this.index.touch(digest);
-    await this.evict();
   }
 
   private async scanShard(algorithm: string, shard: string): Promise<Array<{ digest: Digest; size: number; mtime: number }>> {
@@ -107,11 +110,14 @@ export class FsBlobStore implements BlobStore {
           return undefined; // not ours
         }
         const path = join(dir, hex);
-        const s = await stat(path);
+        // Gone between readdir and stat (evicted, purged, removed by hand), or unreadable: not indexed,
+        // and the rest of the scan goes on.
+        const s = await stat(path).catch(() => undefined);
+        if (!s?.isFile()) return undefined;
         if (s.size === 0 && digest !== EMPTY_SHA256) {
           // What a crash between rename and data reaching the disk leaves; never a real blob.
           this.opts.logger.warn({ digest }, 'removing an empty cached blob');
-          await unlink(path);
+          await unlink(path).catch(() => undefined);
           return undefined;
         }
         return { digest, size: s.size, mtime: s.mtimeMs };
@@ -158,7 +164,8 @@ export class FsBlobStore implements BlobStore {
     const s = await stat(path).catch(() => undefined);
     // An empty file is what a crash can leave; the scan removes it.
     if (!s?.isFile() || (s.size === 0 && digest !== EMPTY_SHA256)) return undefined;
-    if (this.indexing.isDecided(digest)) return this.index.size(digest); // decided while we asked the disk
+    // Decided while we asked the disk, or the scan ended meanwhile: the index knows better now.
+    if (this.indexing.isDecided(digest) || !this.indexing.running) return this.index.size(digest);
     this.indexing.decide(digest);
     this.index.set(digest, s.size);
     return s.size;
@@ -223,6 +230,9 @@ export class FsBlobStore implements BlobStore {
   }
 
   private async evict(): Promise<void> {
+    // Until the start-up scan is complete the totals are partial (and the oldest blobs not yet
+    // known): the scan evicts when it ends.
+    if (this.indexing.running) return;
     for (const { key, size } of this.index.evict(this.opts.maxSize)) {
       this.lastTouch.delete(key);
       try {

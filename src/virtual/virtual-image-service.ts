@@ -13,8 +13,14 @@ import { assembleIndex, indexFormatFor } from './assemble.ts';
 import type { VirtualProvenance } from './provenance.ts';
 import type { VirtualImage, VirtualMember } from './virtual-images.ts';
 
-/** Manifest store key of the indexes archway assembles (not a registry host: cannot clash with one). */
-export const VIRTUAL_STORE_KEY = '_virtual';
+/**
+ * Manifest store key of the indexes archway assembles for one virtual name (not
+ * a registry host: cannot clash with one). Per name: an index made for one name
+ * is served by digest under that name only.
+ */
+function storeKeyOf(image: VirtualImage): string {
+  return `_virtual:${image.home}/${image.repository}`;
+}
 
 /** Worst first: the request log shows the least cached part of an assembled answer. */
 const OUTCOME_ORDER: readonly CacheOutcome[] = ['miss', 'coalesced', 'stale', 'revalidated', 'pass', 'hit'];
@@ -35,22 +41,29 @@ export class VirtualImageService {
   /**
    * Assembled indexes already stored with their provenance recorded, by virtual
    * name and digest: two names over the same members make the same bytes, and
-   * each needs its own provenance.
+   * each needs its own provenance. Forgotten after a minute, so the records are
+   * written again now and then (a shared Redis may have lost them).
    */
-  private readonly kept = new LRUCache<string, true>({ max: 10_000 });
+  private readonly kept = new LRUCache<string, true>({ max: 10_000, ttl: 60_000 });
+
+  /** Members without a tag, remembered for the tag TTL: not asked again on every request of the virtual tag. */
+  private readonly missing: LRUCache<string, RegistryError>;
 
   constructor(
     private readonly manifests: ManifestService,
     private readonly provenance: VirtualProvenance,
     private readonly logger: Logger,
-  ) {}
+    tagTtlMs: number,
+  ) {
+    this.missing = new LRUCache<string, RegistryError>({ max: 10_000, ttl: Math.max(1, tagTtlMs) });
+  }
 
   source(image: VirtualImage): ManifestSource {
     return {
-      storeKey: VIRTUAL_STORE_KEY,
+      storeKey: storeKeyOf(image),
       tag: (tag, accepted) => this.tag(image, tag, accepted),
       digest: (digest) => this.byDigest(image, digest),
-      // Narrowed indexes are stored under VIRTUAL_STORE_KEY, where byDigest looks first.
+      // Narrowed indexes are stored under the name's store key, where byDigest looks first.
       made: async () => {},
     };
   }
@@ -87,7 +100,7 @@ export class VirtualImageService {
     return Number.isInteger(n) && n >= 0 ? sorted.slice(0, n) : sorted;
   }
 
-  private async tag(image: VirtualImage, tag: string, accepted: Set<string>): Promise<ManifestAnswer> {
+  private async tag(image: VirtualImage, tag: string, accepted: ReadonlySet<string>): Promise<ManifestAnswer> {
     const results = await Promise.allSettled(image.members.map((member) => this.memberEntry(member, tag)));
     const entries: MemberEntry[] = [];
     const tried: string[] = [];
@@ -120,7 +133,7 @@ export class VirtualImageService {
     );
     const keptKey = `${image.home}/${image.repository}\n${manifest.digest}`;
     if (!this.kept.has(keptKey)) {
-      await this.manifests.keep(VIRTUAL_STORE_KEY, manifest);
+      await this.manifests.keep(storeKeyOf(image), manifest);
       for (const e of entries) await this.provenance.record(image, e.member, [e.descriptor.digest]);
       this.kept.set(keptKey, true);
     }
@@ -130,8 +143,18 @@ export class VirtualImageService {
 
   /** The member's manifest for the tag, as an index entry: its own, or its entry for the member's platform. */
   private async memberEntry(member: VirtualMember, tag: string): Promise<MemberEntry> {
+    const missingKey = `${member.route.upstream.name}/${member.route.repository}:${tag}`;
+    const known = this.missing.get(missingKey);
+    if (known) throw known;
     const source = this.manifests.source(member.route);
-    const { manifest, outcome } = await source.tag(tag, new Set());
+    let answer: ManifestAnswer;
+    try {
+      answer = await source.tag(tag, new Set());
+    } catch (err) {
+      if (err instanceof RegistryError && err.status === 404) this.missing.set(missingKey, err);
+      throw err;
+    }
+    const { manifest, outcome } = answer;
     if (!isIndexMediaType(manifest.mediaType)) {
       return { member, outcome, descriptor: { mediaType: manifest.mediaType, digest: manifest.digest, size: manifest.bytes.length } };
     }
@@ -143,7 +166,7 @@ export class VirtualImageService {
   }
 
   private async byDigest(image: VirtualImage, digest: Digest): Promise<ManifestAnswer> {
-    const made = await this.manifests.stored(VIRTUAL_STORE_KEY, digest);
+    const made = await this.manifests.stored(storeKeyOf(image), digest);
     if (made) return { manifest: made, outcome: 'hit' };
     const member = await this.provenance.memberOf(image, digest);
     if (!member) {

@@ -21,6 +21,13 @@ export interface VirtualImage {
   members: readonly VirtualMember[];
 }
 
+/** The registry host a reference starts with (Docker's rule), or undefined for the home registry. */
+function registryOf(reference: string): string | undefined {
+  const slash = reference.indexOf('/');
+  const first = slash < 0 ? '' : reference.slice(0, slash);
+  return first.includes('.') || first.includes(':') || first === 'localhost' ? first : undefined;
+}
+
 interface Definition {
   home: string;
   /** An exact repository name, or for a template `prefix/*` the prefix with its slash. */
@@ -73,15 +80,15 @@ export class VirtualImages {
           ? route.repository.replace(/^library\//, '')
           : undefined;
       if (captured === undefined) continue;
-      const image: VirtualImage = {
-        home: d.home,
-        repository: route.repository,
-        members: Object.entries(d.members).map(([platform, reference]) => ({
-          key: platform,
-          platform: parsePlatform(platform),
-          route: this.router.resolveIn(reference.replaceAll('{name}', captured), d.home),
-        })),
-      };
+      const members: VirtualMember[] = [];
+      for (const [platform, reference] of Object.entries(d.members)) {
+        const resolved = reference.replaceAll('{name}', captured);
+        // What `*` matched is a repository name, never a registry: `mirror/registry.internal/secret`
+        // must not turn a `{name}` member into a request to registry.internal.
+        if (registryOf(resolved) !== registryOf(reference)) return undefined;
+        members.push({ key: platform, platform: parsePlatform(platform), route: this.router.resolveIn(resolved, d.home) });
+      }
+      const image: VirtualImage = { home: d.home, repository: route.repository, members };
       this.resolved.set(key, image);
       return image;
     }

@@ -40,6 +40,7 @@ describe('virtual image names', () => {
     'pair/*': { members: { 'linux/amd64': 'x86/{name}', 'linux/s390x': 'ghcr.io/z/{name}' } },
     tool: { members: { 'linux/amd64': 'amd64/{name}' } },
     'on-ghcr': { upstream: 'ghcr.io', members: { 'linux/arm/v7': 'acme/tool-armv7' } },
+    'mirror/*': { members: { 'linux/amd64': '{name}' } },
   });
 
   it('match by the default route, ns and a registry prefix alike, with members on their own registries', () => {
@@ -67,6 +68,13 @@ describe('virtual image names', () => {
     assert.ok(hub?.includes('linux/s390x=docker.io/s390x/python'));
     assert.equal(members('hub'), undefined, 'a template needs a name after its prefix');
     assert.equal(members('hubx/python'), undefined);
+  });
+
+  it('never let what * matched name a registry (a client choosing where archway fetches from)', () => {
+    assert.deepEqual(members('mirror/team/app'), ['linux/amd64=docker.io/team/app']);
+    assert.equal(members('mirror/ghcr.io/secret/app'), undefined, 'ghcr.io is configured, and still not reachable this way');
+    assert.equal(members('mirror/localhost/x'), undefined);
+    assert.deepEqual(members('pair/a.b'), ['linux/amd64=docker.io/x86/a.b', 'linux/s390x=ghcr.io/z/a.b'], 'a dot in a repository name is fine');
   });
 
   it("take Docker Hub's library/ into account for one-component names", () => {

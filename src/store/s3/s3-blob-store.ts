@@ -10,6 +10,13 @@ import { BackgroundIndexing } from '../background-indexing.ts';
 import { LruIndex } from '../lru-index.ts';
 import type { S3Bucket } from './s3-bucket.ts';
 
+const BLOBS = 'blobs/';
+
+/** Where a blob lives in the bucket (under the configured prefix); read-only users: `archway inspect`. */
+export function blobObjectKey(digest: Digest): string {
+  return `${BLOBS}${digestAlgorithm(digest)}/${digestHex(digest)}`;
+}
+
 export interface S3BlobStoreOptions {
   bucket: S3Bucket;
   /** Local directory for fills in progress (cache.dir/tmp): clients stream from it while the blob is verified. */
@@ -23,9 +30,11 @@ export interface S3BlobStoreOptions {
   onEvict?: (info: BlobInfo) => void;
 }
 
-const BLOBS = 'blobs/';
 /** An eviction run holds the shared lock at most this long. */
 const EVICT_LOCK_MS = 30_000;
+/** How often a replica checks that the shared index still exists (Redis may have restarted empty). */
+const INDEX_CHECK_MS = 60_000;
+const REBUILD_LOCK_MS = 10 * 60_000;
 
 /**
  * Blobs as objects `<prefix>blobs/<algorithm>/<hex>` in an S3-compatible
@@ -46,6 +55,8 @@ export class S3BlobStore implements BlobStore {
   private readonly local = new LruIndex<Digest>();
   private sharedUsage = { bytes: 0, count: 0 };
   private readonly indexing = new BackgroundIndexing<Digest>();
+  private indexed: Promise<void> = Promise.resolve();
+  private rebuildTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: S3BlobStoreOptions) {}
 
@@ -53,15 +64,59 @@ export class S3BlobStore implements BlobStore {
     await rm(this.opts.tmpDir, { recursive: true, force: true });
     await mkdir(this.opts.tmpDir, { recursive: true });
     if (this.opts.shared) {
-      await this.refreshSharedUsage();
+      await this.ensureSharedIndex();
+      // Redis may lose its data (a restart without persistence): check now and then, rebuild from the bucket.
+      this.rebuildTimer = setInterval(() => void this.ensureSharedIndex(), INDEX_CHECK_MS);
+      this.rebuildTimer.unref();
       return;
     }
     // One replica without Redis: index the bucket in the background, as the filesystem store does its directory.
-    this.indexing.start(() => this.scan(), (err) => this.opts.logger.error({ err }, 'indexing the bucket failed; blobs found so far are indexed'));
+    this.indexing.start(() => this.scan(), (err) => this.opts.logger.error({ err }, 'indexing the bucket failed; blobs are looked up one by one and nothing is evicted until a restart'));
+    // Shrunk to maxSize once the totals are whole.
+    this.indexed = this.indexing.whenDone().then(() => this.evict());
+  }
+
+  /** Flush what the shared index has not been told yet (access times) and stop its timers. */
+  async close(): Promise<void> {
+    clearInterval(this.rebuildTimer);
+    await this.opts.shared?.flushTouches();
+    this.opts.shared?.close();
+  }
+
+  /**
+   * The shared index must know every object in the bucket, or blobs nobody asks
+   * for again are never counted or evicted. A marker in Redis says it was built;
+   * without it (a new Redis, or one that lost its data) one replica rebuilds it
+   * from a listing of the bucket.
+   */
+  private async ensureSharedIndex(): Promise<void> {
+    const shared = this.opts.shared as RedisBlobIndex;
+    try {
+      if (!(await shared.needsRebuild())) return this.refreshSharedUsage();
+      const lock = await shared.lockRebuild(REBUILD_LOCK_MS);
+      if (!lock) return;
+      try {
+        let count = 0;
+        for await (const o of this.opts.bucket.list(BLOBS)) {
+          const digest = this.digestOf(o.key);
+          if (!digest) continue;
+          await shared.add(digest, o.size, o.modified);
+          count++;
+        }
+        await shared.markBuilt();
+        this.opts.logger.info({ blobs: count }, 'shared blob index rebuilt from the bucket');
+      } finally {
+        await shared.unlockRebuild(lock);
+      }
+      await this.refreshSharedUsage();
+      await this.evict();
+    } catch (err) {
+      this.opts.logger.warn({ err: (err as Error).message }, 'could not check the shared blob index; will retry');
+    }
   }
 
   whenIndexed(): Promise<void> {
-    return this.indexing.whenDone();
+    return this.indexed;
   }
 
   async stat(digest: Digest): Promise<BlobInfo | undefined> {
@@ -111,7 +166,8 @@ export class S3BlobStore implements BlobStore {
     this.indexing.decide(info.digest);
     this.local.set(info.digest, info.size);
     await this.shared((s) => s.add(info.digest, info.size));
-    await this.evict();
+    // The blob is stored whatever eviction meets (Redis away, a refused delete): that is logged, not the commit's failure.
+    await this.evict().catch((err: unknown) => this.opts.logger.error({ err }, 'eviction failed'));
   }
 
   async delete(digest: Digest): Promise<boolean> {
@@ -136,17 +192,39 @@ export class S3BlobStore implements BlobStore {
   }
 
   private async lookup(digest: Digest): Promise<number | undefined> {
+    // Shared: Redis says what every replica did (another may have evicted or purged it);
+    // this replica's own index only keeps pins and sizes, it is no proof of presence.
+    if (this.opts.shared) return this.sharedLookup(digest);
     const known = this.local.size(digest);
     if (known !== undefined) return known;
     if (this.indexing.isDecided(digest)) return undefined;
-    const fromShared = this.opts.shared ? await this.shared((s) => s.size(digest)) : undefined;
-    // The bucket is the truth: Redis may have been emptied, or the blob committed by a replica without it.
-    const size = fromShared ?? (await this.opts.bucket.size(this.key(digest)));
+    const size = await this.opts.bucket.size(this.key(digest));
     if (size === undefined) return undefined;
-    if (this.indexing.isDecided(digest)) return this.local.size(digest);
+    if (this.indexing.isDecided(digest) || !this.indexing.running) return this.local.size(digest) ?? size;
     this.indexing.decide(digest);
     this.local.set(digest, size);
-    if (fromShared === undefined) await this.shared((s) => s.add(digest, size));
+    return size;
+  }
+
+  private async sharedLookup(digest: Digest): Promise<number | undefined> {
+    let fromShared: number | undefined;
+    try {
+      fromShared = await (this.opts.shared as RedisBlobIndex).size(digest);
+    } catch {
+      // Redis away: the bucket answers alone.
+    }
+    if (fromShared !== undefined) {
+      if (!this.local.has(digest)) this.local.set(digest, fromShared);
+      return fromShared;
+    }
+    // The bucket is the truth: Redis may have been emptied, or the blob committed by a replica without it.
+    const size = await this.opts.bucket.size(this.key(digest));
+    if (size === undefined) {
+      this.local.delete(digest);
+      return undefined;
+    }
+    this.local.set(digest, size);
+    await this.shared((s) => s.add(digest, size));
     return size;
   }
 
@@ -163,21 +241,24 @@ export class S3BlobStore implements BlobStore {
 
   private async evict(): Promise<void> {
     const { shared, maxSize } = this.opts;
+    // Until the start-up scan is complete the totals are partial: the scan evicts when it ends.
+    if (this.indexing.running) return;
     if (!shared) {
       for (const { key, size } of this.local.evict(maxSize)) await this.evictOne(key, size);
       return;
     }
     await this.refreshSharedUsage();
     if (this.sharedUsage.bytes <= maxSize) return;
-    if (!(await this.shared((s) => s.lockEviction(EVICT_LOCK_MS)))) return;
+    const lock = await this.shared((s) => s.lockEviction(EVICT_LOCK_MS));
+    if (!lock) return;
     try {
       let bytes = this.sharedUsage.bytes;
       while (bytes > maxSize) {
-        const oldest = (await shared.oldest(64)).filter((d) => !this.local.isPinned(d));
+        const oldest = ((await this.shared((s) => s.oldest(64))) ?? []).filter((d) => !this.local.isPinned(d));
         let progressed = false;
         for (const digest of oldest) {
           if (bytes <= maxSize) break;
-          const size = (await shared.size(digest)) ?? 0;
+          const size = (await this.shared((s) => s.size(digest))) ?? 0;
           if (!(await this.evictOne(digest, size))) continue;
           bytes -= size;
           progressed = true;
@@ -186,7 +267,7 @@ export class S3BlobStore implements BlobStore {
         if (!progressed) break;
       }
     } finally {
-      await this.shared((s) => s.unlockEviction());
+      await this.shared((s) => s.unlockEviction(lock));
       await this.refreshSharedUsage();
     }
   }
@@ -229,11 +310,10 @@ export class S3BlobStore implements BlobStore {
     const seen = this.indexing.decidedKeys();
     for (const f of found) if (!seen.has(f.digest)) this.local.set(f.digest, f.size);
     for (const digest of seen) this.local.touch(digest);
-    await this.evict();
   }
 
   private key(digest: Digest): string {
-    return `${BLOBS}${digestAlgorithm(digest)}/${digestHex(digest)}`;
+    return blobObjectKey(digest);
   }
 
   private digestOf(key: string): Digest | undefined {

@@ -1,5 +1,7 @@
 import type { Readable } from 'node:stream';
 import { createReadStream } from 'node:fs';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -16,7 +18,10 @@ import type { Config } from '../../config/schema.ts';
 type S3Config = NonNullable<Config['storage']['s3']>;
 
 /** Parts of a multipart upload: few enough requests for big layers, small enough to retry cheaply. */
-const PART_BYTES = 16 * 1024 * 1024;
+const PART_BYTES = 8 * 1024 * 1024;
+/** Parts uploaded at once per blob; each is buffered, so this bounds memory per upload (~3 parts). */
+const PARALLEL_PARTS = 2;
+const MAX_SOCKETS = 512;
 /** Below this a single PUT is cheaper than a multipart upload. */
 const SINGLE_PUT_BYTES = PART_BYTES;
 
@@ -41,6 +46,15 @@ export class S3Bucket {
       // archway verifies every blob by its digest itself.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
+      // A cached blob's GET holds its socket while the client downloads it: the SDK's 50 would
+      // make every other bucket call wait behind slow clients. Timeouts: a hanging bucket fails
+      // requests instead of holding them forever (requestTimeout is the longest silence).
+      requestHandler: {
+        httpAgent: new HttpAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: MAX_SOCKETS }),
+        connectionTimeout: 5_000,
+        requestTimeout: 60_000,
+      },
     };
     if (config.endpoint) options.endpoint = config.endpoint;
     // Without keys in the config: the standard AWS chain (environment, shared files, instance role).
@@ -92,7 +106,7 @@ export class S3Bucket {
       client: this.client,
       params: { Bucket: this.bucket, Key: this.prefix + key, Body: createReadStream(path) },
       partSize: PART_BYTES,
-      queueSize: 4,
+      queueSize: PARALLEL_PARTS,
       // An interrupted upload leaves no object; its parts are aborted (or the bucket's lifecycle rule removes them).
       leavePartsOnError: false,
     }).done();

@@ -9,10 +9,11 @@ const MANIFESTS = 'manifests/';
  * Manifests by upstream and digest as objects `<prefix>manifests/<upstream>/<algorithm>/<hex>`,
  * shared by every replica (archway's own narrowed and virtual indexes too):
  * one JSON header line with the media type, then the exact bytes, verified
- * against the digest when read. Hot ones stay in memory.
+ * against the digest when read. Hot ones stay in memory for a minute.
  */
 export class S3ManifestStore implements ManifestStore {
-  private readonly hot = new LRUCache<string, StoredManifest>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (m) => m.bytes.length + 200 });
+  /** Hot manifests; for a minute only, so a purge through another replica reaches this one too. */
+  private readonly hot = new LRUCache<string, StoredManifest>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (m) => m.bytes.length + 200, ttl: 60_000 });
 
   constructor(private readonly bucket: S3Bucket) {}
 
