@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.ts';
-import type { FillCoordinator, FillLease } from '../store/fill-coordinator.ts';
+import type { FillCoordinator, FillLease, WaitOutcome } from '../store/fill-coordinator.ts';
 
 /** A lease lives this long unless renewed: a replica killed mid-fill frees the blob within it. */
 const LEASE_MS = 10_000;
@@ -53,18 +53,19 @@ export class RedisFillCoordinator implements FillCoordinator {
     };
   }
 
-  async waitForRelease(upstream: string, digest: Digest): Promise<void> {
+  async waitForRelease(upstream: string, digest: Digest): Promise<WaitOutcome> {
     const key = leaseKey(upstream, digest);
     const deadline = Date.now() + this.maxWaitMs;
     while (Date.now() < deadline) {
       try {
-        if ((await this.redis.exists(key)) === 0) return;
+        if ((await this.redis.exists(key)) === 0) return 'released';
       } catch {
-        return; // Redis away: stop waiting, fetch here
+        return 'unavailable'; // Redis away: stop waiting, fetch here
       }
       await sleep(POLL_MS);
     }
     this.logger.warn({ upstream, digest, waitedMs: this.maxWaitMs }, 'another replica is still filling this blob; fetching it here too');
+    return 'timeout';
   }
 }
 

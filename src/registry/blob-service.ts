@@ -17,8 +17,12 @@ export type BlobAnswer =
   /** storage.s3.redirect: the client fetches the bytes from the object store itself. */
   | { kind: 'redirect'; url: string; outcome: CacheOutcome };
 
-/** Waits for another replica's fill (each at most redis.fillWait) before this one fetches the blob itself. */
-const MAX_WAITS_ELSEWHERE = 1;
+/**
+ * Rounds of looking for a blob another replica is filling: after a released
+ * lease (stored, failed, or a dead holder's expiry) this replica claims it
+ * again; a wait that ran out (redis.fillWait) or lost Redis fetches here.
+ */
+const MAX_ROUNDS = 5;
 
 /**
  * Serves blobs from the store, or from a fill that streams the upstream's
@@ -63,6 +67,7 @@ export class BlobService {
   }
 
   async get(route: Route, digest: Digest, chooseRange: RangeChooser): Promise<BlobAnswer> {
+    let fetchHere = false;
     for (let round = 0; ; round++) {
       const hit = await this.fromStore(route, digest, chooseRange);
       if (hit) return hit;
@@ -76,12 +81,12 @@ export class BlobService {
         return res;
       };
       if (!fill) {
-        // After a few waits for other replicas, fetch here whatever they are doing.
-        const acquired = round < MAX_WAITS_ELSEWHERE ? await this.fills.acquire(route.upstream.name, digest, fetch) : this.fills.start(route.upstream.name, digest, fetch);
+        const acquired = fetchHere || round >= MAX_ROUNDS ? this.fills.start(route.upstream.name, digest, fetch) : await this.fills.acquire(route.upstream.name, digest, fetch);
         if (acquired === 'stored') continue;
         if (acquired === 'elsewhere') {
-          // Another replica is filling it: wait for its lease to end, then it is in the shared store.
-          await this.fills.waitElsewhere(route.upstream.name, digest);
+          // Another replica is filling it: wait for its lease to end, then it is in the shared store
+          // (or, if that replica died or failed, the lease is free for the taking).
+          fetchHere = (await this.fills.waitElsewhere(route.upstream.name, digest)) !== 'released';
           continue;
         }
         fill = acquired;

@@ -4,7 +4,7 @@ import type { Metrics } from '../observability/metrics.ts';
 import { BlobFill, type FetchBlob } from './blob-fill.ts';
 import type { BlobStore } from './blob-store.ts';
 import type { StorageHealth } from './storage-health.ts';
-import { LocalFillCoordinator, type FillCoordinator, type FillLease } from './fill-coordinator.ts';
+import { LocalFillCoordinator, type FillCoordinator, type FillLease, type WaitOutcome } from './fill-coordinator.ts';
 
 /**
  * The fills under way in this process, one per upstream and digest: the
@@ -20,7 +20,7 @@ export class BlobFills {
   /** Claims under way across replicas: requests of this process arriving meanwhile share them. */
   private readonly claims = new Map<string, Promise<BlobFill | 'elsewhere' | 'stored'>>();
   /** Waits for another replica's fill: one per blob in this process, however many requests wait. */
-  private readonly waits = new Map<string, Promise<void>>();
+  private readonly waits = new Map<string, Promise<WaitOutcome>>();
 
   constructor(
     private readonly store: BlobStore,
@@ -72,7 +72,7 @@ export class BlobFills {
     if (fill) await this.running.get(fill);
   }
 
-  waitElsewhere(upstream: string, digest: Digest): Promise<void> {
+  waitElsewhere(upstream: string, digest: Digest): Promise<WaitOutcome> {
     const k = key(upstream, digest);
     let wait = this.waits.get(k);
     if (!wait) {

@@ -1,5 +1,7 @@
 import type { Digest } from '../oci/digest.ts';
 
+export type WaitOutcome = 'released' | 'timeout' | 'unavailable';
+
 /** The right to download one blob for every replica, held while the fill runs. */
 export interface FillLease {
   /** The fill is over (committed, relayed or failed): others may look in the store or try themselves. */
@@ -16,8 +18,12 @@ export interface FillCoordinator {
   readonly shared: boolean;
   /** The lease, or undefined when another replica holds it. */
   claim(upstream: string, digest: Digest): Promise<FillLease | undefined>;
-  /** Resolves when the holder's lease is gone (released, or expired with a dead holder), or the wait is over. */
-  waitForRelease(upstream: string, digest: Digest): Promise<void>;
+  /**
+   * Resolves `released` when the holder's lease is gone (released, or expired
+   * with a dead holder), `timeout` when the wait (redis.fillWait) is over, or
+   * `unavailable` when the coordination itself is away.
+   */
+  waitForRelease(upstream: string, digest: Digest): Promise<WaitOutcome>;
 }
 
 /** A single replica: every claim succeeds (BlobFills coalesces within the process). */
@@ -28,5 +34,7 @@ export class LocalFillCoordinator implements FillCoordinator {
     return { release: () => {} };
   }
 
-  async waitForRelease(): Promise<void> {}
+  async waitForRelease(): Promise<WaitOutcome> {
+    return 'released';
+  }
 }

@@ -38,10 +38,14 @@ export interface ArchwayProcess {
 export async function startArchwayProcess(
   config: Record<string, unknown>,
   /** `compiled`: run dist/main.js (as the container image does; `npm run build` first) instead of the sources through tsx. */
-  opts: { compiled?: boolean } = {},
+  opts: {
+    compiled?: boolean;
+    /** Listen on this port instead of a free one (e.g. a replica restarted behind a load balancer that knows its port). */
+    port?: number;
+  } = {},
 ): Promise<ArchwayProcess> {
   const dir = await tempDir('archway-proc-');
-  const port = await freePort();
+  const port = opts.port ?? (await freePort());
   const givenDir = (config.cache as { dir?: unknown } | undefined)?.dir;
   const cacheDir = typeof givenDir === 'string' ? givenDir : join(dir, 'cache');
   const configPath = join(dir, 'archway.yaml');

@@ -129,19 +129,22 @@ export class S3BlobStore implements BlobStore {
     if (size === undefined) return undefined;
     this.local.pin(digest);
     this.local.touch(digest);
-    let stream: Readable | undefined;
+    let object: { body: Readable; size: number | undefined } | undefined;
     try {
-      stream = await this.opts.bucket.get(this.key(digest), range);
+      object = await this.opts.bucket.get(this.key(digest), range);
     } catch (err) {
       this.release(digest);
       throw err;
     }
-    if (!stream) {
-      // Evicted by another replica (or removed by hand): a miss.
+    if (!object || (object.size !== undefined && object.size !== size)) {
+      // Evicted by another replica (or removed by hand), or not the object the index knows
+      // (an S3-compatible that showed one half-written): a miss, never a wrong answer.
+      object?.body.destroy();
       this.release(digest);
       this.forget(digest);
       return undefined;
     }
+    const stream = object.body;
     stream.once('close', () => this.release(digest));
     this.opts.shared?.touch(digest);
     return { size, stream };

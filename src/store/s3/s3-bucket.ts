@@ -75,13 +75,14 @@ export class S3Bucket {
     }
   }
 
-  /** The object's bytes (a range of them, inclusive), or undefined when there is none. */
-  async get(key: string, range?: { start: number; end: number }): Promise<Readable | undefined> {
+  /** The object's bytes (a range of them, inclusive) and its whole size, or undefined when there is none. */
+  async get(key: string, range?: { start: number; end: number }): Promise<{ body: Readable; size: number | undefined } | undefined> {
     try {
       const out = await this.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, ...(range ? { Range: `bytes=${range.start}-${range.end}` } : {}) }),
       );
-      return out.Body as Readable;
+      const total = range ? Number(/\/(\d+)$/.exec(out.ContentRange ?? '')?.[1] ?? NaN) : out.ContentLength;
+      return { body: out.Body as Readable, size: total !== undefined && Number.isFinite(total) ? total : undefined };
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -89,10 +90,10 @@ export class S3Bucket {
   }
 
   async getBuffer(key: string): Promise<Buffer | undefined> {
-    const body = await this.get(key);
-    if (!body) return undefined;
+    const object = await this.get(key);
+    if (!object) return undefined;
     const chunks: Buffer[] = [];
-    for await (const c of body) chunks.push(c as Buffer);
+    for await (const c of object.body) chunks.push(c as Buffer);
     return Buffer.concat(chunks);
   }
 
