@@ -1,7 +1,10 @@
 // The BlobStore contract, the same suite as the filesystem store's, against
 // the S3 store on a real S3-compatible server (s3rver): alone (it indexes the
 // bucket itself) and with the index shared through a real Redis.
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { request } from 'undici';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { Redis } from 'ioredis';
@@ -14,7 +17,10 @@ import { RedisBlobIndex } from '../../src/coordination/redis-blob-index.ts';
 import { S3BlobStore } from '../../src/store/s3/s3-blob-store.ts';
 import { S3Bucket } from '../../src/store/s3/s3-bucket.ts';
 import { blobStoreContract } from '../store/blob-store.contract.ts';
+import { startArchway } from '../harness/archway.ts';
+import { http } from '../harness/http.ts';
 import { startRedis, type RedisHandle } from '../harness/redis.ts';
+import { startRegistry } from '../harness/registry.ts';
 import { startS3, type S3Handle } from '../harness/s3.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
 
@@ -86,3 +92,101 @@ describe('archway cache verify on a bucket', () => {
     }
   });
 });
+
+describe('blobs served from the bucket', () => {
+  it('with storage.s3.redirect a cached blob is a 307 to a presigned URL that gives its bytes; a Range is served by archway', async () => {
+    const registry = await startRegistry();
+    const archway = await startArchway({
+      upstreams: { 'docker.io': { url: registry.url } },
+      storage: { ...s3.storage(`${randomUUID()}/`), s3: { ...s3.storage().s3, prefix: `${randomUUID()}/`, redirect: true } } as never,
+    });
+    try {
+      const bytes = randomBytes(300_000);
+      const digest = await pushBlob(registry, 'team/blob', bytes);
+      const first = await http(`${archway.url}/v2/team/blob/blobs/${digest}`);
+      assert.equal(first.status, 200, 'a miss streams through archway');
+      assert.ok(first.body.equals(bytes));
+      // The client has its last byte once the blob is verified; the upload to the bucket finishes just after.
+      let second = await request(`${archway.url}/v2/team/blob/blobs/${digest}`);
+      for (let i = 0; i < 100 && second.statusCode !== 307; i++) {
+        await second.body.dump();
+        await new Promise((r) => setTimeout(r, 50));
+        second = await request(`${archway.url}/v2/team/blob/blobs/${digest}`);
+      }
+      await second.body.dump();
+      assert.equal(second.statusCode, 307, 'a cached blob is a redirect');
+      const location = String(second.headers.location);
+      assert.ok(location.startsWith(s3.endpoint), `redirected to the bucket: ${location}`);
+      assert.match(location, /X-Amz-Signature=/, 'a presigned URL');
+      const fromBucket = await http(location);
+      assert.equal(fromBucket.status, 200);
+      assert.ok(fromBucket.body.equals(bytes), 'the bucket gives the verified bytes');
+      const ranged = await http(`${archway.url}/v2/team/blob/blobs/${digest}`, { headers: { range: 'bytes=10-19' } });
+      assert.equal(ranged.status, 206);
+      assert.ok(ranged.body.equals(bytes.subarray(10, 20)));
+    } finally {
+      await archway.stop();
+      await registry.stop();
+    }
+  });
+});
+
+describe('eviction across replicas', () => {
+  it('is least recently used by any replica: a blob read through one is kept when another evicts', async () => {
+    const prefix = `${randomUUID()}/`;
+    const redis = await connectRedis(redisServer.url, logger);
+    clients.push(redis);
+    await redis.flushdb();
+    const tmp = await tempDir('archway-s3-evict-');
+    const make = async (index: RedisBlobIndex) => {
+      const store = new S3BlobStore({ bucket: new S3Bucket(s3Config(prefix)), tmpDir: join(tmp, randomUUID()), maxSize: 250, logger, shared: index });
+      await store.init();
+      return store;
+    };
+    const indexA = new RedisBlobIndex(redis);
+    const indexB = new RedisBlobIndex(redis);
+    try {
+      const a = await make(indexA);
+      const b = await make(indexB);
+      const put = async (store: S3BlobStore, fill: number) => {
+        const data = Buffer.alloc(100, fill);
+        const path = store.tempPath();
+        await writeFile(path, data);
+        const digest = digestOf(data);
+        await store.commitFile(path, { digest, size: data.length });
+        return digest;
+      };
+      const x = await put(a, 1);
+      await new Promise((r) => setTimeout(r, 5));
+      const y = await put(a, 2);
+      await new Promise((r) => setTimeout(r, 5));
+      // Replica B reads x: x is now the most recently used, for everyone once B's touches are flushed.
+      const read = await b.open(x);
+      for await (const _ of read!.stream) void _;
+      await indexB.flushTouches();
+      // Replica B commits z: 300 bytes > 250, one blob must go, and it is y.
+      const z = await put(b, 3);
+      assert.equal(await a.stat(y), undefined, 'y, least recently used by any replica, was evicted');
+      assert.ok(await a.stat(x), 'x, read through B, stays');
+      assert.ok(await a.stat(z));
+      assert.deepEqual(a.usage(), { bytes: 200, count: 2 }, 'both replicas see the shared totals');
+    } finally {
+      indexA.close();
+      indexB.close();
+      await removeDir(tmp);
+    }
+  });
+});
+
+/** A blob pushed with the registry API (POST an upload, PUT its bytes). */
+async function pushBlob(registry: { url: string }, name: string, bytes: Buffer): Promise<string> {
+  const digest = digestOf(bytes);
+  const start = await request(`${registry.url}/v2/${name}/blobs/uploads/`, { method: 'POST' });
+  await start.body.dump();
+  const location = new URL(String(start.headers.location), registry.url);
+  location.searchParams.set('digest', digest);
+  const put = await request(location, { method: 'PUT', body: bytes, headers: { 'content-type': 'application/octet-stream' } });
+  await put.body.dump();
+  assert.equal(put.statusCode, 201, 'blob pushed');
+  return digest;
+}

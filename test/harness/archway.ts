@@ -46,6 +46,9 @@ export interface StartArchwayOptions {
   virtual?: ConfigInput['virtual'];
   /** The admin API (admin.token), as in the config file. */
   admin?: ConfigInput['admin'];
+  /** Shared storage and coordination (storage.type s3, redis.url), as in the config file. */
+  storage?: ConfigInput['storage'];
+  redis?: ConfigInput['redis'];
 }
 
 export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHandle> {
@@ -71,6 +74,8 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
     ...(opts.limits ? { limits: opts.limits } : {}),
     ...(opts.virtual ? { virtual: opts.virtual } : {}),
     ...(opts.admin ? { admin: opts.admin } : {}),
+    ...(opts.storage ? { storage: opts.storage } : {}),
+    ...(opts.redis ? { redis: opts.redis } : {}),
     cache: { dir: cacheDir, ...opts.cache },
     timeouts: { connect: '2s', headers: '10s', bodyIdle: '10s', ...opts.timeouts },
     upstreams: opts.upstreams,
