@@ -1,5 +1,4 @@
 import type { RequestListener } from 'node:http';
-import { join } from 'node:path';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from 'fastify';
 import pino, { type Logger } from 'pino';
 import { ConfigError } from './config/load.ts';
@@ -24,21 +23,8 @@ import { RepositoryAccess } from './registry/repository-access.ts';
 import { PlatformPolicy } from './platform/policy.ts';
 import { Router, type RouterUpstream } from './routing/router.ts';
 import { BlobFills } from './store/blob-fills.ts';
-import { FsConfirmationStore, type ConfirmationStore } from './store/confirmation-store.ts';
-import { FsBlobStore } from './store/fs-blob-store.ts';
-import type { BlobStore } from './store/blob-store.ts';
-import { LocalFillCoordinator } from './store/fill-coordinator.ts';
-import { S3Bucket } from './store/s3/s3-bucket.ts';
-import { S3BlobStore } from './store/s3/s3-blob-store.ts';
-import { S3ManifestStore } from './store/s3/s3-manifest-store.ts';
-import { connectRedis } from './coordination/redis.ts';
-import { RedisBlobIndex } from './coordination/redis-blob-index.ts';
-import { RedisConfirmationStore } from './coordination/redis-confirmation-store.ts';
-import { RedisFillCoordinator } from './coordination/redis-fill-coordinator.ts';
-import { RedisTagStore } from './coordination/redis-tag-store.ts';
-import { FsManifestStore, type ManifestStore } from './store/manifest-store.ts';
+import { createStores } from './store/stores.ts';
 import { StorageHealth } from './store/storage-health.ts';
-import { FsTagStore, type TagStore } from './store/tag-store.ts';
 import { UpstreamClient } from './upstream/client.ts';
 import { AdminGuard } from './admin/admin-guard.ts';
 import { registerAdminRoutes } from './admin/admin-routes.ts';
@@ -68,9 +54,6 @@ export interface BuildOptions {
   logger?: Logger;
 }
 
-/** How long a presigned blob URL (storage.s3.redirect) stays valid. */
-const PRESIGNED_URL_SECONDS = 300;
-
 /** admin.token, or ARCHWAY_ADMIN_TOKEN, which wins: a token from a Kubernetes Secret need not be written into the config. */
 function adminToken(config: Readonly<Config>): string | undefined {
   const fromEnv = process.env.ARCHWAY_ADMIN_TOKEN;
@@ -86,30 +69,8 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   const logger = opts.logger ?? pino({ level: config.log.level });
   const metrics = createMetrics();
 
-  const redis = config.redis ? await connectRedis(config.redis.url, logger) : undefined;
-  const bucket = config.storage.type === 's3' && config.storage.s3 ? new S3Bucket(config.storage.s3) : undefined;
-  const onEvict = () => metrics.evictions.inc();
-  // Filesystem by default; an S3 bucket (plus Redis) when replicas share one cache.
-  const blobStore: BlobStore = bucket
-    ? new S3BlobStore({
-        bucket,
-        tmpDir: join(config.cache.dir, 'tmp'),
-        maxSize: config.cache.maxSize,
-        logger,
-        shared: redis ? new RedisBlobIndex(redis) : undefined,
-        redirectSeconds: config.storage.s3?.redirect ? PRESIGNED_URL_SECONDS : undefined,
-        onEvict,
-      })
-    : new FsBlobStore({ dir: config.cache.dir, maxSize: config.cache.maxSize, logger, onEvict });
-  const manifestStore: ManifestStore = bucket ? new S3ManifestStore(bucket) : new FsManifestStore(config.cache.dir);
-  const tagStore: TagStore = redis ? new RedisTagStore(redis) : new FsTagStore(config.cache.dir);
-  const confirmations: ConfirmationStore = redis ? new RedisConfirmationStore(redis) : new FsConfirmationStore(config.cache.dir);
-  // Leases only help when the blobs are shared: with a disk per replica, waiting for another's download gains nothing.
-  const coordinator = redis && config.redis && bucket ? new RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator();
-  await blobStore.init();
-  await manifestStore.init();
-  await tagStore.init();
-  await confirmations.init();
+  const stores = await createStores(config, logger, () => metrics.evictions.inc());
+  const { blobs: blobStore, manifests: manifestStore, tags: tagStore, confirmations, coordinator } = stores;
 
   const storage = new StorageHealth(metrics, logger);
   const dispatchers = new Dispatchers(config);
@@ -249,9 +210,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       await fills.cancelAll();
       await dispatchers.close();
       // Fills released their leases above; now the shared services can go.
-      await blobStore.close?.();
-      await redis?.quit().catch(() => redis.disconnect());
-      bucket?.close();
+      await stores.close();
     })());
 
   const reload = () => {
