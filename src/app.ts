@@ -43,8 +43,11 @@ export interface Archway {
   logger: Logger;
   /** Listen on server.port (or `port`) and every server.ports; returns the addresses. */
   listen(port?: number): Promise<string[]>;
-  /** Re-read server.tls certificate and key (SIGHUP); throws and keeps the old ones if they are bad. */
-  reloadTls(): void;
+  /**
+   * SIGHUP: re-read server.tls certificate and key and the auth.htpasswd file.
+   * Returns what was reloaded; throws (keeping what was in use) on a bad file.
+   */
+  reload(): string[];
   /** Stop accepting, let in-flight responses finish (bounded), stop fills, release upstream connections. */
   close(): Promise<void>;
 }
@@ -141,8 +144,9 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   installRequestLog(app, metrics, traffic);
   installErrorHandler(app);
   installRequestHygiene(app);
+  const auth = config.auth ? clientAuth(config.auth, config.defaultUpstream) : undefined;
   installAccessHook(app, {
-    auth: config.auth ? clientAuth(config.auth, config.defaultUpstream) : undefined,
+    auth,
     protectMetrics: config.auth?.protectMetrics ?? false,
     limiter: config.limits.perClient.concurrentRequests || config.limits.perClient.requestsPerSecond ? new RateLimiter(config.limits.perClient) : undefined,
   });
@@ -213,11 +217,22 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       await stores.close();
     })());
 
-  const reload = () => {
-    if (config.server.tls) reloadTls([app.server, ...extraServers.map((e) => e.server)], config.server.tls);
+  const reload = (): string[] => {
+    const done: string[] = [];
+    // Both read before either is swapped in: a bad file changes nothing.
+    const users = config.auth?.htpasswd ? readHtpasswd(config.auth.htpasswd) : undefined;
+    if (config.server.tls) {
+      reloadTls([app.server, ...extraServers.map((e) => e.server)], config.server.tls);
+      done.push('TLS certificate');
+    }
+    if (users && auth) {
+      auth.replaceUsers(users);
+      done.push(`htpasswd (${users.size} users)`);
+    }
+    return done;
   };
 
-  return { app, metrics, logger, listen, close, reloadTls: reload };
+  return { app, metrics, logger, listen, close, reload };
 }
 
 function clientAuth(auth: NonNullable<Config['auth']>, defaultUpstream: string): ClientAuth {

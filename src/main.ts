@@ -81,12 +81,11 @@ async function serve(config: Readonly<Config>): Promise<void> {
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGHUP', () => {
-    if (!config.server.tls) return logger.info('SIGHUP: nothing to reload (no server.tls)');
     try {
-      archway.reloadTls();
-      logger.info('reloaded TLS certificate');
+      const reloaded = archway.reload();
+      logger.info(reloaded.length ? `SIGHUP: reloaded ${reloaded.join(', ')}` : 'SIGHUP: nothing to reload (no server.tls, no auth.htpasswd)');
     } catch (err) {
-      logger.error({ err: (err as Error).message }, 'TLS reload failed; keeping the current certificate');
+      logger.error({ err: (err as Error).message }, 'SIGHUP: reload failed; keeping what was in use');
     }
   });
 

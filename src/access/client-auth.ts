@@ -12,7 +12,7 @@ export interface Principal {
 }
 
 export interface ClientAuthConfig {
-  /** user → bcrypt hash */
+  /** user → bcrypt hash (replaced by `replaceUsers` when the htpasswd file is re-read) */
   users: ReadonlyMap<string, string>;
   /** user → repository patterns; a user without an entry may pull everything. */
   grants: Readonly<Record<string, readonly string[]>>;
@@ -44,10 +44,23 @@ export class ClientAuth {
   private readonly dummyHash: string;
   private readonly tokens: Array<{ digest: Buffer; principal: Principal }>;
 
+  private users: ReadonlyMap<string, string>;
+
   constructor(private readonly config: ClientAuthConfig) {
+    this.users = config.users;
     const cost = Number(/^\$2[aby]\$(\d\d)\$/.exec(config.users.values().next().value ?? '')?.[1] ?? 10);
     this.dummyHash = bcrypt.hashSync('archway-no-such-user', cost);
     this.tokens = config.tokens.map((t) => ({ digest: sha256(t.token), principal: this.principal(t.name, t.repositories) }));
+  }
+
+  /**
+   * A re-read htpasswd file (SIGHUP): removed users and changed passwords stop
+   * working at once, so the remembered verdicts go too.
+   */
+  replaceUsers(users: ReadonlyMap<string, string>): void {
+    this.users = users;
+    this.verified.clear();
+    this.refused.clear();
   }
 
   /** The principal of a request, or UNAUTHORIZED (with the challenge to send). */
@@ -62,7 +75,7 @@ export class ClientAuth {
         const known = this.verified.get(key);
         if (known) return known;
         if (this.refused.has(key)) throw unauthorized();
-        const hash = this.config.users.get(user);
+        const hash = this.users.get(user);
         const ok = await this.checks.run(() => bcrypt.compare(decoded.slice(colon + 1), hash ?? this.dummyHash));
         if (ok && hash) {
           const p = this.principal(user, this.config.grants[user] ?? ['**']);

@@ -244,7 +244,7 @@ describe('SIGHUP reloads the certificate', () => {
     await writeFile(live.cert, 'not a certificate\n');
     const offset = proc.output().length;
     proc.notify('SIGHUP');
-    await proc.waitForOutput(/TLS reload failed/, { fromOffset: offset });
+    await proc.waitForOutput(/reload failed/, { fromOffset: offset });
     const cert = await presented(proc.port);
     assert.equal(cert.serialNumber, certB.serialNumber);
     const r = await inspectRaw(`${proc.hostPort}/team/app:1`, { tlsVerify: true, certDir });
