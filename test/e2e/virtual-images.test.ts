@@ -473,3 +473,58 @@ describe('with the upstream down', () => {
     assert.equal(req?.cache, 'revalidated', 'the members’ tags confirmed by the upstream again');
   });
 });
+
+describe('prefetching a virtual image', () => {
+  const TOKEN = 'virtual-prefetch-admin-token';
+  let warm: ArchwayHandle;
+  before(async () => {
+    warm = await startArchway({
+      upstreams: { 'docker.io': { url: registry.url } },
+      admin: { token: TOKEN },
+      virtual: { 'multi/*': { members: { 'linux/amd64': 'amd64/{name}', 'linux/arm64': 'arm64v8/{name}', 'linux/s390x': 's390x/{name}' } } },
+    });
+  });
+  after(async () => {
+    await warm?.stop();
+  });
+
+  it('fetches the chosen members into the cache; with the upstream stopped they pull, the other member does not', async () => {
+    const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+    const started = await http(`${warm.url}/_archway/prefetch`, { method: 'POST', headers, body: JSON.stringify({ image: 'multi/app:1', platforms: ['linux/arm64', 'linux/s390x'] }) });
+    assert.equal(started.status, 202);
+    const id = started.json<{ id: string }>().id;
+    let job = started.json<{ state: string; bytes: { done: number; total: number }; error?: string }>();
+    for (let i = 0; i < 200 && job.state === 'running'; i++) {
+      await sleep(50);
+      job = (await http(`${warm.url}/_archway/jobs/${id}`, { headers })).json();
+    }
+    assert.equal(job.state, 'done', job.error);
+    const wanted = ['linux/arm64', 'linux/s390x'].map((p) => member(app, p).manifest);
+    const expectedBytes = wanted.reduce((sum, m) => sum + m.layers.reduce((a, l) => a + l.size, 0), 0);
+    assert.ok(job.bytes.total >= expectedBytes, `every layer of both members counted (${job.bytes.total} ≥ ${expectedBytes})`);
+
+    await registry.stop();
+    try {
+      const index = await getIndex(warm.url, 'multi/app', '1');
+      assert.equal(index.r.status, 200);
+      for (const m of wanted) {
+        const got = await http(manifestUrl(warm.url, 'multi/app', m.digest), { headers: { accept: ACCEPT.all } });
+        assert.equal(got.status, 200);
+        for (const layer of m.layers) {
+          const blob = await http(`${warm.url}/v2/multi/app/blobs/${layer.digest}`);
+          assert.equal(blob.status, 200, `layer of ${canonicalPlatform(m.platform)} served with the upstream down`);
+          assert.equal(sha256(blob.body), layer.digest);
+        }
+      }
+      // Assembling the index read every member's manifest (so amd64's is cached and, asked for, served);
+      // only the chosen members' layers were fetched.
+      const amd64 = member(app, 'linux/amd64').manifest;
+      assert.equal((await http(manifestUrl(warm.url, 'multi/app', amd64.digest), { headers: { accept: ACCEPT.all } })).status, 200);
+      const amd64Layer = amd64.layers[0] ?? assert.fail('no layer');
+      const notPrefetched = await http(`${warm.url}/v2/multi/app/blobs/${amd64Layer.digest}`);
+      assert.ok(notPrefetched.status >= 500, `the member that was not prefetched needs the upstream (${notPrefetched.status})`);
+    } finally {
+      await registry.restart();
+    }
+  });
+});
