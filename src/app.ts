@@ -94,7 +94,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   }
   const router = new Router(upstreams, config.defaultUpstream);
   const fills = new BlobFills(blobStore, metrics, logger, storage, coordinator);
-  const access = new RepositoryAccess(confirmations, storage);
+  const access = new RepositoryAccess(confirmations, storage, stores.recordsBesideBlobs);
   const manifests = new ManifestService({
     manifests: manifestStore,
     tags: tagStore,

@@ -14,10 +14,12 @@ const UNLOCK = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call(
 const TOUCH_FLUSH_MS = 5_000;
 
 // Added once: the size is recorded and the total grows only for a new digest.
+// ARGV[4] 'NX': a rebuild must not move an access time the index already has.
 const ADD = `
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then redis.call('INCRBY', KEYS[3], ARGV[2]) end
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+if ARGV[4] == 'NX' then redis.call('ZADD', KEYS[2], 'NX', ARGV[3], ARGV[1]) else redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1]) end
 return 1`;
+const RENEW = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 const REMOVE = `
 local size = redis.call('HGET', KEYS[1], ARGV[1])
 if size then redis.call('HDEL', KEYS[1], ARGV[1]); redis.call('DECRBY', KEYS[3], size) end
@@ -44,8 +46,8 @@ export class RedisBlobIndex {
   }
 
   /** `accessedAt`: for a rebuild, the object's modification time, so the LRU order survives. */
-  async add(digest: Digest, size: number, accessedAt = Date.now()): Promise<void> {
-    await this.redis.eval(ADD, 3, SIZES, ACCESS, BYTES, digest, String(size), String(accessedAt));
+  async add(digest: Digest, size: number, accessedAt?: number): Promise<void> {
+    await this.redis.eval(ADD, 3, SIZES, ACCESS, BYTES, digest, String(size), String(accessedAt ?? Date.now()), accessedAt === undefined ? '' : 'NX');
   }
 
   async needsRebuild(): Promise<boolean> {
@@ -85,6 +87,11 @@ export class RedisBlobIndex {
   /** One replica evicts at a time; the lock expires by itself if that replica dies. Returns the token, or undefined. */
   async lockEviction(ms: number): Promise<string | undefined> {
     return this.lock(EVICT_LOCK, ms);
+  }
+
+  /** Extend the lock if this token still holds it; false when it was lost (expired and taken). */
+  async renewEviction(token: string, ms: number): Promise<boolean> {
+    return (await this.redis.eval(RENEW, 1, EVICT_LOCK, token, String(ms))) === 1;
   }
 
   /** Only the holder's token unlocks: a lock that expired and was taken by another replica stays theirs. */

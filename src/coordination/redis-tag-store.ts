@@ -1,6 +1,5 @@
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
-import { KEY_PREFIX } from './redis.ts';
 import type { TagEntry, TagRecord, TagStore } from '../store/tag-store.ts';
 
 /** Tag records are kept this long after their last confirmation (they serve stale answers meanwhile). */
@@ -50,11 +49,12 @@ export class RedisTagStore implements TagStore {
   async *list(): AsyncIterable<TagEntry> {
     let cursor = '0';
     do {
-      // SCAN matches the full key; the client adds KEY_PREFIX to commands but not to patterns.
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${KEY_PREFIX}${PREFIX}*`, 'COUNT', 500);
+      // SCAN matches the full key; the client adds its key prefix to commands but not to patterns.
+      const prefix = String(this.redis.options.keyPrefix ?? '');
+      const [next, keys] = await this.redis.scan(cursor, 'MATCH', `${prefix}${PREFIX}*`, 'COUNT', 500);
       cursor = next;
       for (const full of keys) {
-        const key = full.slice(KEY_PREFIX.length + PREFIX.length);
+        const key = full.slice(prefix.length + PREFIX.length);
         const [upstream, repository, tag] = key.split('\n');
         if (upstream === undefined || repository === undefined || tag === undefined) continue;
         const raw = await this.redis.get(PREFIX + key);

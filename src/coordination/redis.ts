@@ -1,8 +1,14 @@
 import { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 
-/** Every key archway writes starts with this, so a shared Redis can hold other things too. */
-export const KEY_PREFIX = 'archway:';
+/**
+ * Every key archway writes starts with `archway:<namespace>:` (the bucket and
+ * prefix of the cache), so a shared Redis can hold other things, and other
+ * archway deployments, too.
+ */
+export function keyPrefix(namespace: string): string {
+  return namespace ? `archway:${namespace}:` : 'archway:';
+}
 
 /**
  * The Redis connection replicas coordinate through (ioredis). Commands fail
@@ -11,9 +17,9 @@ export const KEY_PREFIX = 'archway:';
  * waiting; the client keeps reconnecting in the background, and coordination
  * resumes when Redis is back.
  */
-export async function connectRedis(url: string, logger: Logger, readyWithinMs = 3000): Promise<Redis> {
+export async function connectRedis(url: string, logger: Logger, namespace = '', readyWithinMs = 3000): Promise<Redis> {
   const redis = new Redis(url, {
-    keyPrefix: KEY_PREFIX,
+    keyPrefix: keyPrefix(namespace),
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,

@@ -71,27 +71,28 @@ export class BlobService {
     for (let round = 0; ; round++) {
       const hit = await this.fromStore(route, digest, chooseRange);
       if (hit) return hit;
-      let fill = this.fills.get(route.upstream.name, digest);
-      const outcome: CacheOutcome = fill ? 'coalesced' : 'miss';
-      // Joining a download started for another repository needs the same confirmation as a hit.
-      if (fill) await this.access.ensure(route, digest, 'blob');
       const fetch = async (signal: AbortSignal) => {
         const res = await route.upstream.getBlob(route.repository, digest, signal);
         await this.access.record(route, digest);
         return res;
       };
-      if (!fill) {
-        const acquired = fetchHere || round >= MAX_ROUNDS ? this.fills.start(route.upstream.name, digest, fetch) : await this.fills.acquire(route.upstream.name, digest, fetch);
-        if (acquired === 'stored') continue;
-        if (acquired === 'elsewhere') {
-          // Another replica is filling it: wait for its lease to end, then it is in the shared store
-          // (or, if that replica died or failed, the lease is free for the taking).
-          fetchHere = (await this.fills.waitElsewhere(route.upstream.name, digest)) !== 'released';
-          continue;
-        }
-        fill = acquired;
+      const running = this.fills.get(route.upstream.name, digest);
+      const acquired = running
+        ? { fill: running, joined: true }
+        : fetchHere || round >= MAX_ROUNDS
+          ? { fill: this.fills.start(route.upstream.name, digest, fetch), joined: false }
+          : await this.fills.acquire(route.upstream.name, digest, fetch);
+      if (acquired === 'stored') continue;
+      if (acquired === 'elsewhere') {
+        // Another replica is filling it: wait for its lease to end, then it is in the shared store
+        // (or, if that replica died or failed, the lease is free for the taking).
+        fetchHere = (await this.fills.waitElsewhere(route.upstream.name, digest)) !== 'released';
+        continue;
       }
-      return this.follow(fill, outcome, chooseRange);
+      // Joining a download started for another request (maybe another repository) needs the same
+      // confirmation as a hit.
+      if (acquired.joined) await this.access.ensure(route, digest, 'blob');
+      return this.follow(acquired.fill, acquired.joined ? 'coalesced' : 'miss', chooseRange);
     }
   }
 

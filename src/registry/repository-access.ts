@@ -23,7 +23,19 @@ export class RepositoryAccess {
   constructor(
     private readonly confirmations: ConfirmationStore,
     private readonly storage: StorageHealth,
+    /**
+     * Whether a blob with no record at all may be shared as public. True when
+     * the records live beside the blobs (one disk: a blob without a private
+     * marker is public). False when they live elsewhere (Redis), which may
+     * have lost them: then the upstream confirms once, and it is recorded.
+     */
+    private readonly unrecordedIsPublic = true,
   ) {}
+
+  /** Whether a confirmation is recorded; undefined when the store cannot tell (Redis away): never read as "no". */
+  private known(upstream: string, repository: string, digest: Digest): Promise<boolean | undefined> {
+    return this.confirmations.has(upstream, repository, digest).catch(() => undefined);
+  }
 
   /** The upstream served `digest` in this repository: remember it. */
   async record(route: Route, digest: Digest): Promise<void> {
@@ -42,15 +54,16 @@ export class RepositoryAccess {
   async ensure(route: Route, digest: Digest, kind: 'blob' | 'manifest'): Promise<void> {
     const upstream = route.upstream.name;
     if (route.upstream.isolated) {
-      if (await this.confirmations.has(upstream, route.repository, digest)) return;
+      if ((await this.known(upstream, route.repository, digest)) === true) return;
     } else {
       // Manifests are stored per upstream: only blobs can cross from a private upstream.
-      if (kind === 'manifest' || (await this.confirmations.has(upstream, ANY_REPOSITORY, digest))) return;
-      if (!(await this.confirmations.has(PRIVATE, ANY_REPOSITORY, digest))) {
+      if (kind === 'manifest' || (await this.known(upstream, ANY_REPOSITORY, digest)) === true) return;
+      if (this.unrecordedIsPublic && (await this.known(PRIVATE, ANY_REPOSITORY, digest)) === false) {
         // Public content: shared as it is. Remembered, so the next hit asks no disk about the private marker.
         await this.record(route, digest);
         return;
       }
+      // Private, or the records cannot tell (away, or lost): the upstream decides.
     }
     if (kind === 'blob') await route.upstream.headBlob(route.repository, digest);
     else await route.upstream.headManifest(route.repository, digest);

@@ -7,6 +7,14 @@ import type { StorageHealth } from './storage-health.ts';
 import { LocalFillCoordinator, type FillCoordinator, type FillLease, type WaitOutcome } from './fill-coordinator.ts';
 
 /**
+ * What `acquire` found: a fill (`joined` when it was started for another
+ * request, whose repository is not necessarily this one's), `elsewhere` when
+ * another replica is filling the blob, `stored` when another replica has just
+ * stored it.
+ */
+export type Acquired = { fill: BlobFill; joined: boolean } | 'elsewhere' | 'stored';
+
+/**
  * The fills under way in this process, one per upstream and digest: the
  * coalescing point. Per upstream, because a fill that fails at one registry
  * (404, refused credentials) must not fail clients of another that has the
@@ -18,7 +26,7 @@ export class BlobFills {
   private readonly joinable = new Map<string, BlobFill>();
   private readonly running = new Map<BlobFill, Promise<void>>();
   /** Claims under way across replicas: requests of this process arriving meanwhile share them. */
-  private readonly claims = new Map<string, Promise<BlobFill | 'elsewhere' | 'stored'>>();
+  private readonly claims = new Map<string, Promise<Acquired>>();
   /** Waits for another replica's fill: one per blob in this process, however many requests wait. */
   private readonly waits = new Map<string, Promise<WaitOutcome>>();
 
@@ -40,29 +48,29 @@ export class BlobFills {
    * filling it (wait with `waitElsewhere`, then look in the store); `stored`
    * when another replica finished it just before this one took the lease.
    */
-  acquire(upstream: string, digest: Digest, fetch: FetchBlob): Promise<BlobFill | 'elsewhere' | 'stored'> {
+  async acquire(upstream: string, digest: Digest, fetch: FetchBlob): Promise<Acquired> {
     const k = key(upstream, digest);
     const running = this.joinable.get(k);
-    if (running) return Promise.resolve(running);
-    let claim = this.claims.get(k);
-    if (!claim) {
-      claim = (async () => {
-        const lease = await this.coordinator.claim(upstream, digest);
-        if (!lease) return 'elsewhere' as const;
-        const fill = this.joinable.get(k);
-        if (fill) {
-          lease.release();
-          return fill;
-        }
-        // The lease may be free because another replica just stored the blob.
-        if (this.coordinator.shared && (await this.store.stat(digest))) {
-          lease.release();
-          return 'stored' as const;
-        }
-        return this.start(upstream, digest, fetch, lease);
-      })().finally(() => this.claims.delete(k));
-      this.claims.set(k, claim);
+    if (running) return { fill: running, joined: true };
+    const pending = this.claims.get(k);
+    // Another request's claim: whatever fill it yields was started for that request (and its repository).
+    if (pending) {
+      const other = await pending;
+      return typeof other === 'string' ? other : { fill: other.fill, joined: true };
     }
+    const claim = (async (): Promise<Acquired> => {
+      const lease = await this.coordinator.claim(upstream, digest);
+      if (!lease) return 'elsewhere';
+      // The lease may be free because another replica just stored the blob.
+      const stored = this.coordinator.shared && (await this.store.stat(digest)) !== undefined;
+      const fill = this.joinable.get(k);
+      if (fill || stored) {
+        lease.release();
+        return fill ? { fill, joined: true } : 'stored';
+      }
+      return { fill: this.start(upstream, digest, fetch, lease), joined: false };
+    })().finally(() => this.claims.delete(k));
+    this.claims.set(k, claim);
     return claim;
   }
 

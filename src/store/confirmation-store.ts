@@ -7,6 +7,7 @@ import type { Digest } from '../oci/digest.ts';
 /** Which repositories of an upstream are known to hold a digest (see RepositoryAccess). */
 export interface ConfirmationStore {
   init(): Promise<void>;
+  /** Rejects when the store cannot tell (a shared store that is away). */
   has(upstream: string, repository: string, digest: Digest): Promise<boolean>;
   add(upstream: string, repository: string, digest: Digest): Promise<void>;
 }

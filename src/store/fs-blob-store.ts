@@ -30,6 +30,10 @@ export interface FsBlobStoreOptions {
   onEvict?: (info: BlobInfo) => void;
 }
 
+async function subdirectories(dir: string): Promise<string[]> {
+  return (await readdir(dir, { withFileTypes: true })).filter((e) => e.isDirectory()).map((e) => e.name);
+}
+
 /** Where the filesystem store keeps a blob under a cache directory (read-only users: `archway inspect`). */
 export function blobFilePath(cacheDir: string, digest: Digest): string {
   const hex = digestHex(digest);
@@ -80,8 +84,9 @@ export class FsBlobStore implements BlobStore {
 
   private async scan(): Promise<void> {
     const found: Array<{ digest: Digest; size: number; mtime: number }> = [];
-    for (const algorithm of await readdir(this.blobsDir)) {
-      const shards = await readdir(join(this.blobsDir, algorithm));
+    // Directories only: a stray file (a `.keep`, a note) must not fail the scan.
+    for (const algorithm of await subdirectories(this.blobsDir)) {
+      const shards = await subdirectories(join(this.blobsDir, algorithm));
       // Shards side by side: a cache of 100,000 blobs is 100,000 stats, and one at a time
       // they took seconds (BENCHMARKS.md, cache scale).
       for (let i = 0; i < shards.length; i += SCAN_PARALLEL_SHARDS) {
@@ -101,8 +106,13 @@ export class FsBlobStore implements BlobStore {
 
   private async scanShard(algorithm: string, shard: string): Promise<Array<{ digest: Digest; size: number; mtime: number }>> {
     const dir = join(this.blobsDir, algorithm, shard);
+    // A shard that cannot be read is left out (logged); the others are indexed.
+    const names = await readdir(dir).catch((err: unknown) => {
+      this.opts.logger.error({ err, dir }, 'cannot read a cache directory; its blobs are not indexed');
+      return [] as string[];
+    });
     const entries = await Promise.all(
-      (await readdir(dir)).map(async (hex) => {
+      names.map(async (hex) => {
         let digest: Digest;
         try {
           digest = parseDigest(`${algorithm}:${hex}`);

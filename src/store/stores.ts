@@ -26,6 +26,8 @@ export interface Stores {
   confirmations: ConfirmationStore;
   /** Who downloads a blob when several replicas want it. */
   coordinator: FillCoordinator;
+  /** The confirmations live beside the blobs (see RepositoryAccess): false when they are in Redis. */
+  recordsBesideBlobs: boolean;
   /** After the fills stopped: flush shared state, disconnect. */
   close(): Promise<void>;
 }
@@ -37,7 +39,9 @@ export interface Stores {
  * Redis without a bucket shares tags and confirmations only.
  */
 export async function createStores(config: Readonly<Config>, logger: Logger, onEvict: () => void): Promise<Stores> {
-  const redis = config.redis ? await connectRedis(config.redis.url, logger) : undefined;
+  // Keys per cache: two deployments sharing a Redis database must not share an index or leases.
+  const namespace = config.storage.type === 's3' && config.storage.s3 ? `${config.storage.s3.bucket}/${config.storage.s3.prefix}` : 'filesystem';
+  const redis = config.redis ? await connectRedis(config.redis.url, logger, namespace) : undefined;
   const bucket = config.storage.type === 's3' && config.storage.s3 ? new S3Bucket(config.storage.s3) : undefined;
   const blobs: BlobStore = bucket
     ? new S3BlobStore({
@@ -57,6 +61,7 @@ export async function createStores(config: Readonly<Config>, logger: Logger, onE
     confirmations: redis ? new RedisConfirmationStore(redis) : new FsConfirmationStore(config.cache.dir),
     // Leases only help when the blobs are shared: with a disk per replica, waiting for another's download gains nothing.
     coordinator: redis && config.redis && bucket ? new RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator(),
+    recordsBesideBlobs: !redis,
     close: async () => {
       await blobs.close?.();
       await redis?.quit().catch(() => redis.disconnect());

@@ -28,7 +28,8 @@ export class VirtualProvenance {
 
   async memberOf(image: VirtualImage, digest: Digest): Promise<VirtualMember | undefined> {
     for (const member of image.members) {
-      if (await this.confirmations.has(PROVENANCE, memberKey(image, member), digest)) return member;
+      // A store that cannot tell (Redis away): unknown here, as a digest that passed through no member.
+      if (await this.confirmations.has(PROVENANCE, memberKey(image, member), digest).catch(() => false)) return member;
     }
     return undefined;
   }

@@ -87,3 +87,28 @@ describe('FsBlobStore start-up scan', () => {
     for (const d of looked) assert.ok(await small.stat(d), 'looked up during the scan: most recently used, kept');
   });
 });
+
+describe('FsBlobStore start-up scan with strays', () => {
+  it('indexes and evicts around files that are not blobs (a .keep in a directory of directories)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'archway-scan-stray-'));
+    try {
+      const first = new FsBlobStore({ dir, maxSize: Number.MAX_SAFE_INTEGER, logger });
+      await first.init();
+      for (let i = 0; i < 5; i++) {
+        const bytes = Buffer.alloc(60, i);
+        const path = first.tempPath();
+        await writeFile(path, bytes);
+        await first.commitFile(path, { digest: digestOf(bytes), size: 60 });
+      }
+      await writeFile(join(dir, 'blobs', '.keep'), '');
+      await writeFile(join(dir, 'blobs', 'sha256', '.keep'), '');
+      const second = new FsBlobStore({ dir, maxSize: 100, logger });
+      await second.init();
+      await second.whenIndexed();
+      assert.ok(second.usage().bytes <= 100, `evicted down to maxSize (${second.usage().bytes})`);
+      assert.equal(second.usage().count, 1);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});

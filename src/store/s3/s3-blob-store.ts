@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { RedisBlobIndex } from '../../coordination/redis-blob-index.ts';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../../oci/digest.ts';
@@ -35,6 +36,7 @@ const EVICT_LOCK_MS = 30_000;
 /** How often a replica checks that the shared index still exists (Redis may have restarted empty). */
 const INDEX_CHECK_MS = 60_000;
 const REBUILD_LOCK_MS = 10 * 60_000;
+const SCAN_ATTEMPTS = 5;
 
 /**
  * Blobs as objects `<prefix>blobs/<algorithm>/<hex>` in an S3-compatible
@@ -153,6 +155,12 @@ export class S3BlobStore implements BlobStore {
   /** A presigned URL for the blob (storage.s3.redirect), or undefined when redirects are off or it is not there. */
   async redirectUrl(digest: Digest): Promise<string | undefined> {
     if (!this.opts.redirectSeconds || (await this.lookup(digest)) === undefined) return undefined;
+    // The index may know a blob the bucket lost (removed by hand, a lifecycle rule, a failed update of
+    // the index): archway never reads it here, so ask the bucket before sending a client there.
+    if ((await this.opts.bucket.size(this.key(digest))) === undefined) {
+      this.forget(digest);
+      return undefined;
+    }
     this.local.touch(digest);
     this.opts.shared?.touch(digest);
     return this.opts.bucket.presignedGet(this.key(digest), this.opts.redirectSeconds);
@@ -167,8 +175,8 @@ export class S3BlobStore implements BlobStore {
     // Readers of the fill keep their descriptor; the local copy is no longer needed.
     await unlink(path).catch(() => undefined);
     this.indexing.decide(info.digest);
-    this.local.set(info.digest, info.size);
-    await this.shared((s) => s.add(info.digest, info.size));
+    if (this.opts.shared) await this.shared((s) => s.add(info.digest, info.size));
+    else this.local.set(info.digest, info.size);
     // The blob is stored whatever eviction meets (Redis away, a refused delete): that is logged, not the commit's failure.
     await this.evict().catch((err: unknown) => this.opts.logger.error({ err }, 'eviction failed'));
   }
@@ -203,7 +211,7 @@ export class S3BlobStore implements BlobStore {
     if (this.indexing.isDecided(digest)) return undefined;
     const size = await this.opts.bucket.size(this.key(digest));
     if (size === undefined) return undefined;
-    if (this.indexing.isDecided(digest) || !this.indexing.running) return this.local.size(digest) ?? size;
+    if (this.indexing.isDecided(digest) || !this.indexing.running) return this.local.size(digest);
     this.indexing.decide(digest);
     this.local.set(digest, size);
     return size;
@@ -216,18 +224,11 @@ export class S3BlobStore implements BlobStore {
     } catch {
       // Redis away: the bucket answers alone.
     }
-    if (fromShared !== undefined) {
-      if (!this.local.has(digest)) this.local.set(digest, fromShared);
-      return fromShared;
-    }
+    // Shared: this replica's index only pins what it reads; sizes come from Redis every time.
+    if (fromShared !== undefined) return fromShared;
     // The bucket is the truth: Redis may have been emptied, or the blob committed by a replica without it.
     const size = await this.opts.bucket.size(this.key(digest));
-    if (size === undefined) {
-      this.local.delete(digest);
-      return undefined;
-    }
-    this.local.set(digest, size);
-    await this.shared((s) => s.add(digest, size));
+    if (size !== undefined) await this.shared((s) => s.add(digest, size));
     return size;
   }
 
@@ -257,6 +258,10 @@ export class S3BlobStore implements BlobStore {
     try {
       let bytes = this.sharedUsage.bytes;
       while (bytes > maxSize) {
+        // Each batch: still the holder (the lock renewed), and the total as it is now, not as it was.
+        if (!(await this.shared((s) => s.renewEviction(lock, EVICT_LOCK_MS)))) break;
+        bytes = (await this.shared((s) => s.usage()))?.bytes ?? bytes;
+        if (bytes <= maxSize) break;
         const oldest = ((await this.shared((s) => s.oldest(64))) ?? []).filter((d) => !this.local.isPinned(d));
         let progressed = false;
         for (const digest of oldest) {
@@ -304,10 +309,21 @@ export class S3BlobStore implements BlobStore {
   }
 
   private async scan(): Promise<void> {
-    const found: Array<{ digest: Digest; size: number; modified: number }> = [];
-    for await (const o of this.opts.bucket.list(BLOBS)) {
-      const digest = this.digestOf(o.key);
-      if (digest) found.push({ digest, size: o.size, modified: o.modified });
+    let found: Array<{ digest: Digest; size: number; modified: number }> = [];
+    // A listing that fails (the bucket briefly unreachable) is tried again, not given up for the process's life.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        found = [];
+        for await (const o of this.opts.bucket.list(BLOBS)) {
+          const digest = this.digestOf(o.key);
+          if (digest) found.push({ digest, size: o.size, modified: o.modified });
+        }
+        break;
+      } catch (err) {
+        if (attempt >= SCAN_ATTEMPTS) throw err;
+        this.opts.logger.warn({ err: (err as Error).message, attempt }, 'listing the bucket failed; trying again');
+        await sleep(1000 * 2 ** attempt);
+      }
     }
     found.sort((a, b) => a.modified - b.modified);
     const seen = this.indexing.decidedKeys();
