@@ -27,6 +27,8 @@ export class BlobFills {
   private readonly running = new Map<BlobFill, Promise<void>>();
   /** Claims under way across replicas: requests of this process arriving meanwhile share them. */
   private readonly claims = new Map<string, Promise<Acquired>>();
+  /** Fills of this process that relay without caching: still running, no longer joinable. */
+  private readonly relaying = new Set<string>();
   /** Waits for another replica's fill: one per blob in this process, however many requests wait. */
   private readonly waits = new Map<string, Promise<WaitOutcome>>();
 
@@ -52,6 +54,9 @@ export class BlobFills {
     const k = key(upstream, digest);
     const running = this.joinable.get(k);
     if (running) return { fill: running, joined: true };
+    // This replica's own fill of it is relaying (its disk failed) and holds the lease: waiting for
+    // that lease would only mean waiting for our own relay to end. Fetch beside it.
+    if (this.relaying.has(k)) return { fill: this.start(upstream, digest, fetch), joined: false };
     const pending = this.claims.get(k);
     // Another request's claim: whatever fill it yields was started for that request (and its repository).
     if (pending) {
@@ -96,6 +101,12 @@ export class BlobFills {
     const forget = () => {
       if (this.joinable.get(k) === fill) this.joinable.delete(k);
     };
+    let relayed = false;
+    const relay = () => {
+      forget();
+      relayed = true;
+      this.relaying.add(k);
+    };
     const fill: BlobFill = new BlobFill({
       digest,
       upstream,
@@ -103,11 +114,12 @@ export class BlobFills {
       metrics: this.metrics,
       logger: this.logger,
       storage: this.storage,
-      onRelay: forget,
+      onRelay: relay,
     });
     this.joinable.set(k, fill);
     const done = fill.run(fetch).finally(() => {
       forget();
+      if (relayed) this.relaying.delete(k);
       this.running.delete(fill);
       // After the commit (an upload, for an object store): other replicas now find the blob stored.
       lease?.release();
