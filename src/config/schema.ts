@@ -261,8 +261,8 @@ export const configSchema = z
     redis: z
       .object({
         url: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL'),
-        /** How long a replica waits for another replica's download of a blob before fetching it itself. */
-        fillWait: duration.default(5 * 60_000),
+        /** How long a replica waits for another replica's download of a blob before fetching it itself: under clients' progress timeouts (containerd: 5 min). */
+        fillWait: duration.default(2 * 60_000),
       })
       .strict()
       .optional(),
