@@ -66,3 +66,6 @@ export async function cacheSummary(s: SummarySources, snapshot: InventorySnapsho
     mostPulledRepositories: s.traffic.mostPulledRepositories(TOP).map((r) => ({ ...r, bytes: sizeOf.get(r.repository) ?? 0 })),
   };
 }
+
+/** What `GET /_archway/cache` answers (and `archway cache stats` reads). */
+export type CacheSummary = Awaited<ReturnType<typeof cacheSummary>>;

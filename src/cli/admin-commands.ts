@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { PrefetchJob } from '../admin/prefetch.ts';
 import type { PurgeReport } from '../admin/cache-inventory.ts';
+import type { CacheSummary } from '../admin/cache-summary.ts';
 import { adminCall, type AdminTarget } from './admin-client.ts';
 import { humanSize } from './inspect.ts';
 
@@ -46,23 +47,6 @@ export async function purgeCommand(target: AdminTarget, ref: string, out: Out): 
       `; kept ${report.keptShared} shared and ${report.keptInUse} in-use blobs\n`,
   );
   return report;
-}
-
-interface CacheSummary {
-  bytes: number;
-  maxBytes: number;
-  blobs: number;
-  manifests: number;
-  tags: number;
-  since: string;
-  hits: number;
-  misses: number;
-  hitRatio: number | null;
-  bytesFromCache: number;
-  bytesFromUpstream: number;
-  bytesSavedUpstream: number;
-  largestRepositories: Array<{ repository: string; tags: number; blobs: number; bytes: number }>;
-  mostPulledRepositories: Array<{ repository: string; pulls: number; bytesServed: number; bytes: number }>;
 }
 
 /** `archway cache stats`: GET /_archway/cache, as a summary (or the JSON with --json). */
