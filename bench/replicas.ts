@@ -9,7 +9,6 @@
 //      behind it and with three (wrk, 8 connections, a cached 64 MiB blob).
 // `--quick` shrinks everything for a smoke run.
 import { randomBytes } from 'node:crypto';
-import { request } from 'node:http';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startArchwayProcess, type ArchwayProcess } from '../test/harness/archway-process.ts';
@@ -19,7 +18,7 @@ import { run } from '../test/harness/process.ts';
 import { startS3 } from '../test/harness/s3.ts';
 import { removeDir, tempDir } from '../test/harness/tmp.ts';
 import { startNginx } from './nginx.ts';
-import { seedBlob, wrk } from './run.ts';
+import { download, seedBlob, wrk } from './run.ts';
 import { startThrottleFront } from './throttle-front.ts';
 
 const MiB = 1024 * 1024;
@@ -28,17 +27,11 @@ interface Options {
   quick: boolean;
 }
 
+/** The body's size; anything but a 200 fails the run. */
 async function getAll(url: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    request(url, (res) => {
-      let n = 0;
-      res.on('data', (c: Buffer) => (n += c.length));
-      res.on('end', () => (res.statusCode === 200 ? resolve(n) : reject(new Error(`${url}: ${res.statusCode}`))));
-      res.on('error', reject);
-    })
-      .on('error', reject)
-      .end();
-  });
+  const d = await download(url);
+  if (d.status !== 200) throw new Error(`${url}: ${d.status}`);
+  return d.bytes;
 }
 
 export async function benchReplicas(opts: Options): Promise<Record<string, unknown>> {

@@ -162,7 +162,7 @@ export async function seedBlob(registry: RegistryHandle, repo: string, data: Buf
   return `sha256:${hex}`;
 }
 
-interface Download {
+export interface Download {
   status: number;
   bytes: number;
   /** performance.now() when the request was sent, its first body byte arrived, its last. */
@@ -172,7 +172,7 @@ interface Download {
 }
 
 /** One GET, body counted and dropped; a fresh connection each time. */
-function download(url: string, headers: Record<string, string> = {}): Promise<Download> {
+export function download(url: string, headers: Record<string, string> = {}): Promise<Download> {
   return new Promise((resolve, reject) => {
     const sentAt = performance.now();
     const req = httpGet(url, { headers, agent: false }, (res) => {

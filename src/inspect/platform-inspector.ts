@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import { digestAlgorithm, digestOf, type Digest } from '../oci/digest.ts';
 import { parseImageManifest, parseIndex } from '../oci/manifest.ts';
 import { isIndexMediaType } from '../oci/media-types.ts';
@@ -9,6 +8,7 @@ import type { BlobService } from '../registry/blob-service.ts';
 import { ACCEPT_ALL_MANIFESTS, AS_PUBLISHED, type ManifestService, type ManifestSource } from '../registry/manifest-service.ts';
 import type { Route } from '../routing/router.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import { readLimitedBuffer } from '../upstream/auth.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
 import type { VirtualImage } from '../virtual/virtual-images.ts';
 
@@ -133,15 +133,12 @@ export class PlatformInspector {
    * make an image look partly pulled), and checked against its digest.
    */
   private async configPlatform(route: Route, digest: Digest): Promise<Platform | undefined> {
-    let bytes: Buffer;
     const cached = (await this.blobs.cachedSize(route, digest)) !== undefined ? await this.store.open(digest) : undefined;
-    if (cached) {
-      // From the store itself: a blob answer may be a redirect (storage.s3.redirect).
-      bytes = await readBounded(cached.stream, MAX_CONFIG_BYTES);
-    } else {
-      bytes = await readBounded((await route.upstream.getBlob(route.repository, digest)).body, MAX_CONFIG_BYTES);
-      if (digestOf(bytes, digestAlgorithm(digest)) !== digest) return undefined;
-    }
+    // From the store itself when cached: a blob answer may be a redirect (storage.s3.redirect).
+    const body = cached ? cached.stream : (await route.upstream.getBlob(route.repository, digest)).body;
+    // An absurdly large "config" is no config: no platform from it.
+    const bytes = await readLimitedBuffer(body, MAX_CONFIG_BYTES).catch(() => undefined);
+    if (!bytes || (!cached && digestOf(bytes, digestAlgorithm(digest)) !== digest)) return undefined;
     try {
       const config = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
       if (typeof config.os !== 'string' || typeof config.architecture !== 'string') return undefined;
@@ -150,19 +147,4 @@ export class PlatformInspector {
       return undefined;
     }
   }
-}
-
-async function readBounded(stream: Readable, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  try {
-    for await (const chunk of stream) {
-      total += (chunk as Buffer).length;
-      if (total > limit) return Buffer.alloc(0);
-      chunks.push(chunk as Buffer);
-    }
-  } finally {
-    stream.destroy();
-  }
-  return Buffer.concat(chunks);
 }
