@@ -14,6 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { startArchwayProcess, type ArchwayProcess } from '../test/harness/archway-process.ts';
 import { startRedis } from '../test/harness/redis.ts';
 import { startRegistry } from '../test/harness/registry.ts';
+import { ensureCommands } from '../test/harness/packages.ts';
 import { run } from '../test/harness/process.ts';
 import { startS3 } from '../test/harness/s3.ts';
 import { removeDir, tempDir } from '../test/harness/tmp.ts';
@@ -38,6 +39,8 @@ export async function benchReplicas(opts: Options): Promise<Record<string, unkno
   const blobSize = opts.quick ? 4 * MiB : 64 * MiB;
   const clients = 16;
   const seconds = opts.quick ? 2 : 10;
+  // Its own needs, not the main bench's: this may be the first bench a fresh machine runs.
+  await ensureCommands([{ command: 'wrk', debianPackage: 'wrk' }]);
   await run('npm', ['run', 'build']);
   const work = await tempDir('archway-bench-replicas-');
   const registry = await startRegistry();
