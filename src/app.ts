@@ -18,6 +18,8 @@ import { registerPlatformsRoute } from './http/platforms-route.ts';
 import { PlatformInspector } from './inspect/platform-inspector.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { BlobService } from './registry/blob-service.ts';
+import { DescriptorSizes } from './registry/descriptor-sizes.ts';
+import type { FillLimits } from './store/fill-limits.ts';
 import { ManifestService } from './registry/manifest-service.ts';
 import { RepositoryAccess } from './registry/repository-access.ts';
 import { PlatformPolicy } from './platform/policy.ts';
@@ -87,13 +89,14 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       isolated: upstream.repositoryIsolation ?? credentials !== undefined,
       namespace: upstream.sendNamespace ? name : undefined,
       dispatcher: dispatchers.for(name, upstream),
-      timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle },
+      timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle, body: config.timeouts.body },
       metrics,
     });
     upstreams.set(name, { client, aliases: upstream.aliases });
   }
   const router = new Router(upstreams, config.defaultUpstream);
-  const fills = new BlobFills(blobStore, metrics, logger, storage, coordinator);
+  const fills = new BlobFills(blobStore, metrics, logger, storage, fillLimits(config), coordinator);
+  const sizes = new DescriptorSizes();
   const access = new RepositoryAccess(confirmations, storage, stores.recordsBesideBlobs);
   const manifests = new ManifestService({
     manifests: manifestStore,
@@ -104,8 +107,9 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     revalidateTimeoutMs: config.timeouts.revalidate,
     metrics,
     logger,
+    sizes,
   });
-  const blobs = new BlobService(blobStore, fills, access, metrics);
+  const blobs = new BlobService(blobStore, fills, access, metrics, sizes);
   const virtualImages = new VirtualImages(config.virtual, config.defaultUpstream, router);
   const virtuals = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl);
 
@@ -246,4 +250,14 @@ function clientAuth(auth: NonNullable<Config['auth']>, defaultUpstream: string):
       repositories: t.repositories,
     })),
   });
+}
+
+function fillLimits(config: Readonly<Config>): FillLimits {
+  return {
+    maxBlobSize: config.cache.maxBlobSize ?? config.cache.maxSize,
+    cacheLimit: config.cache.maxSize,
+    bodyFloorMs: config.timeouts.body,
+    bodyMinRate: config.timeouts.bodyMinRate,
+    backgroundFills: config.limits.backgroundFills,
+  };
 }

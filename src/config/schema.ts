@@ -178,6 +178,12 @@ export const configSchema = z
       .object({
         dir: z.string().default('./data'),
         maxSize: size.default(20 * 1024 ** 3),
+        /**
+         * The longest blob body accepted when neither a manifest archway served nor the
+         * upstream's Content-Length says how long it is (an endless chunked body stops here).
+         * Default: cache.maxSize.
+         */
+        maxBlobSize: size.optional(),
         tagTtl: duration.default(5 * 60_000),
       })
       .strict()
@@ -191,6 +197,13 @@ export const configSchema = z
         bodyIdle: duration.default(30_000),
         /** How long a cached tag past its TTL waits for the upstream's confirmation before it is served stale. */
         revalidate: duration.default(5_000),
+        /**
+         * The least time a whole upstream body may take (a trickle of a byte every few seconds never
+         * trips bodyIdle): a blob gets max(this, size / bodyMinRate), every other body this.
+         */
+        body: duration.default(5 * 60_000),
+        /** The slowest average rate a blob body may arrive at, past `body`, in bytes per second. */
+        bodyMinRate: size.default(256 * 1024),
       })
       .strict()
       .prefault({}),
@@ -220,6 +233,12 @@ export const configSchema = z
           })
           .strict()
           .prefault({}),
+        /**
+         * Fills that go on after their last client left (so the blob is cached for the next one).
+         * Beyond this many, a fill whose last reader leaves is cancelled: a client that starts many
+         * large downloads and hangs up cannot make archway fetch them all.
+         */
+        backgroundFills: z.number().int().min(0).default(8),
       })
       .strict()
       .prefault({}),

@@ -141,6 +141,8 @@ async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Se
   }
   const { size, range, stream } = answer;
   blobHeaders(reply, digest);
+  // Relayed from the upstream and not kept (larger than the cache may hold, no room): the next pull fetches it again.
+  if (answer.uncached) reply.header('x-archway-uncached', answer.uncached);
   if (size !== undefined) request.archway.bodyBytes = range ? range.end - range.start + 1 : size;
   if (range && size !== undefined) {
     reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${size}`).header('content-length', range.end - range.start + 1);

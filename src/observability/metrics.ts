@@ -58,6 +58,23 @@ export function createMetrics() {
       labelNames: ['kind'] as const,
       registers: [registry],
     }),
+    fillAborts: new Counter({
+      name: 'archway_blob_fill_aborts_total',
+      help: 'Blob fills stopped before their end, by reason (too-long, short, digest, size-mismatch, deadline, unread); nothing of them is cached',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    uncachedRelays: new Counter({
+      name: 'archway_blob_uncached_relays_total',
+      help: 'Blob fills relayed to their clients without caching, by reason (too-large, no-room, storage)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    backgroundFills: new Gauge({
+      name: 'archway_blob_fills_background',
+      help: 'Blob fills going on with no client reading them (bounded by limits.backgroundFills)',
+      registers: [registry],
+    }),
     staleServed: new Counter({
       name: 'archway_stale_served_total',
       help: 'Tags answered from cache past their TTL because the upstream failed',

@@ -73,22 +73,25 @@ function parseJson(bytes: Buffer): Record<string, unknown> {
 }
 
 /**
- * The digests a manifest points at: an index's entries, an image's config
- * and layers (and a subject). Unreadable parts are skipped: this only says
- * where content came from, it validates nothing.
+ * The descriptors a manifest points at: an index's entries, an image's config
+ * and layers (and a subject), each with its size when the descriptor gives a
+ * valid one. Unreadable parts are skipped: this only says where content came
+ * from and how long it is, it validates nothing.
  */
-export function referencedDigests(bytes: Buffer): Digest[] {
+export function referencedDescriptors(bytes: Buffer): Array<{ digest: Digest; size: number | undefined }> {
   let doc: Record<string, unknown>;
   try {
     doc = parseJson(bytes);
   } catch {
     return [];
   }
-  const found: Digest[] = [];
+  const found: Array<{ digest: Digest; size: number | undefined }> = [];
   const add = (d: unknown) => {
     if (typeof d !== 'object' || d === null) return;
+    const e = d as Record<string, unknown>;
     try {
-      found.push(parseDigest(String((d as Record<string, unknown>).digest)));
+      const size = typeof e.size === 'number' && Number.isSafeInteger(e.size) && e.size >= 0 ? e.size : undefined;
+      found.push({ digest: parseDigest(String(e.digest)), size });
     } catch {
       // not a descriptor
     }
@@ -97,6 +100,11 @@ export function referencedDigests(bytes: Buffer): Digest[] {
   add(doc.config);
   add(doc.subject);
   return found;
+}
+
+/** The digests a manifest points at (see referencedDescriptors). */
+export function referencedDigests(bytes: Buffer): Digest[] {
+  return referencedDescriptors(bytes).map((d) => d.digest);
 }
 
 /** What the platform inspector reads of an image manifest: its config and layers. */

@@ -6,13 +6,22 @@ import type { BlobFill } from '../store/blob-fill.ts';
 import type { BlobFills } from '../store/blob-fills.ts';
 import type { BlobStore, ByteRange } from '../store/blob-store.ts';
 import type { CacheOutcome } from './cache-outcome.ts';
+import type { DescriptorSizes } from './descriptor-sizes.ts';
 import type { RepositoryAccess } from './repository-access.ts';
 
 /** How to cut the answer once the blob's size is known. */
 export type RangeChooser = (size: number) => ByteRange | 'unsatisfiable' | undefined;
 
 export type BlobAnswer =
-  | { kind: 'body'; size: number | undefined; range: ByteRange | undefined; stream: Readable; outcome: CacheOutcome }
+  | {
+      kind: 'body';
+      size: number | undefined;
+      range: ByteRange | undefined;
+      stream: Readable;
+      outcome: CacheOutcome;
+      /** Relayed from the upstream without being cached, and why (too large for the cache, no room). */
+      uncached?: string | undefined;
+    }
   | { kind: 'unsatisfiable'; size: number; outcome: CacheOutcome }
   /** storage.s3.redirect: the client fetches the bytes from the object store itself. */
   | { kind: 'redirect'; url: string; outcome: CacheOutcome };
@@ -35,6 +44,7 @@ export class BlobService {
     private readonly fills: BlobFills,
     private readonly access: RepositoryAccess,
     private readonly metrics: Metrics,
+    private readonly sizes: DescriptorSizes,
   ) {}
 
   /** HEAD: from the cache or a running fill; otherwise a HEAD upstream, never a download. */
@@ -77,11 +87,13 @@ export class BlobService {
         return res;
       };
       const running = this.fills.get(route.upstream.name, digest);
+      // The body may be no longer than the manifest that named the blob says.
+      const descriptorSize = this.sizes.sizeOf(route.upstream.name, digest);
       const acquired = running
         ? { fill: running, joined: true }
         : fetchHere || round >= MAX_ROUNDS
-          ? { fill: this.fills.start(route.upstream.name, digest, fetch), joined: false }
-          : await this.fills.acquire(route.upstream.name, digest, fetch);
+          ? { fill: this.fills.start(route.upstream.name, digest, fetch, descriptorSize), joined: false }
+          : await this.fills.acquire(route.upstream.name, digest, fetch, descriptorSize);
       if (acquired === 'stored') continue;
       if (acquired === 'elsewhere') {
         // Another replica is filling it: wait for its lease to end, then it is in the shared store
@@ -133,7 +145,7 @@ export class BlobService {
       return this.counted({ kind: 'unsatisfiable' as const, size: size as number, outcome });
     }
     if (range) reader.setRange(range.start, range.end + 1);
-    return this.counted({ kind: 'body' as const, size, range, stream: reader, outcome });
+    return this.counted({ kind: 'body' as const, size, range, stream: reader, outcome, uncached: fill.uncached });
   }
 
   private counted<T extends BlobAnswer | { size: number | undefined; outcome: CacheOutcome }>(answer: T): T {

@@ -17,6 +17,7 @@ import type { TagRecord, TagStore } from '../store/tag-store.ts';
 import { badUpstream, isUpstreamOutage } from '../upstream/errors.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 import type { CacheOutcome } from './cache-outcome.ts';
+import type { DescriptorSizes } from './descriptor-sizes.ts';
 import type { RepositoryAccess } from './repository-access.ts';
 
 export interface ManifestAnswer {
@@ -37,6 +38,8 @@ export interface ManifestServiceOptions {
   revalidateTimeoutMs: number;
   metrics: Metrics;
   logger: Logger;
+  /** Where the sizes of the blobs the served manifests name are kept, to bound those blobs' bodies. */
+  sizes: DescriptorSizes;
   now?: () => number;
 }
 
@@ -147,6 +150,7 @@ export class ManifestService {
     const cached = await this.opts.manifests.get(upstream, digest);
     if (cached) {
       await this.opts.access.ensure(route, digest, 'manifest');
+      this.opts.sizes.learn(upstream, cached);
       return { manifest: cached, outcome: 'hit' };
     }
     const { value, joined } = await this.digestFlights.run(`${upstream}\n${route.repository}\n${digest}`, async () => {
@@ -155,6 +159,7 @@ export class ManifestService {
       await this.opts.access.record(route, digest);
       return fetched;
     });
+    this.opts.sizes.learn(upstream, value);
     return { manifest: value, outcome: joined ? 'coalesced' : 'miss' };
   }
 
@@ -163,10 +168,14 @@ export class ManifestService {
     const record = await this.opts.tags.get(upstream, route.repository, tag);
     if (record && this.now() - record.checkedAt < this.opts.tagTtlMs) {
       const manifest = await this.opts.manifests.get(upstream, record.digest);
-      if (manifest) return { record, manifest, outcome: 'hit' };
+      if (manifest) {
+        this.opts.sizes.learn(upstream, manifest);
+        return { record, manifest, outcome: 'hit' };
+      }
     }
     const key = `${upstream}\n${route.repository}\n${tag}`;
     const { value, joined } = await this.tagFlights.run(key, () => this.refreshTag(route, tag, record));
+    this.opts.sizes.learn(upstream, value.manifest);
     return joined ? { ...value, outcome: 'coalesced' } : value;
   }
 

@@ -7,15 +7,24 @@ import type { Metrics } from '../observability/metrics.ts';
 import type { BlobResponse } from '../upstream/client.ts';
 import { discardBody } from '../upstream/discard.ts';
 import { badUpstream, upstreamTransportError } from '../upstream/errors.ts';
-import type { BlobStore } from './blob-store.ts';
+import type { BlobStore, SpaceReservation } from './blob-store.ts';
+import { bodyDeadlineMs, type FillLimits } from './fill-limits.ts';
 import { FillReader } from './fill-reader.ts';
 import { RelayWindow } from './relay-window.ts';
 import type { StorageHealth } from './storage-health.ts';
 
-/** What a fill that cannot write to disk keeps in memory for its followers, at most. */
+/** What a fill that does not write to disk keeps in memory for its followers, at most. */
 const RELAY_WINDOW_BYTES = 8 * 1024 * 1024;
+/** Room reserved ahead at a time for a body of unknown length. */
+const RESERVE_STEP_BYTES = 8 * 1024 * 1024;
 
 export type FetchBlob = (signal: AbortSignal) => Promise<BlobResponse>;
+
+/** Why a fill does not cache what it relays (the X-Archway-Uncached header, the relay metric). */
+export type RelayReason = 'too-large' | 'no-room' | 'storage';
+
+/** Why a fill was stopped before its end (the fill-abort metric). */
+export type AbortReason = 'too-long' | 'short' | 'digest' | 'size-mismatch' | 'deadline' | 'unread';
 
 export interface BlobFillOptions {
   digest: Digest;
@@ -24,21 +33,40 @@ export interface BlobFillOptions {
   metrics: Metrics;
   logger: Logger;
   storage: StorageHealth;
+  limits: FillLimits;
+  /** The size a manifest descriptor archway served gives this blob, if any. */
+  descriptorSize: number | undefined;
   /** Called when the fill stops writing to disk: new clients must not join it (it cannot replay from the start). */
   onRelay: () => void;
+  /** The last reader left while the fill runs: the owner decides whether it may go on alone. */
+  onReaderless: (fill: BlobFill) => void;
+  /** A reader joined a fill that had none. */
+  onReadersBack: (fill: BlobFill) => void;
 }
 
 /**
  * One download of a blob from an upstream into a temp file, which every
- * client asking for that blob meanwhile reads as it grows. The fill belongs to
- * no client: a client that goes away does not stop it. It hashes as it
+ * client asking for that blob meanwhile reads as it grows. It hashes as it
  * writes, and commits to the store only when digest and size match; readers
  * never get the last byte of their answer before that, so a corrupt blob is
  * never delivered as complete.
  *
+ * Every resource it takes is bounded:
+ * - the body may not be longer than the size archway knows for the blob (a
+ *   manifest's descriptor, else the upstream's Content-Length, else
+ *   cache.maxBlobSize): one byte more stops the fill, and every reader's
+ *   answer is cut;
+ * - it writes only into room reserved in the store's budget beforehand
+ *   (eviction makes it); a blob known to be larger than the cache can hold is
+ *   relayed to its readers through a bounded memory window, never written;
+ * - the whole body has a deadline (timeouts.body, longer for larger blobs), so
+ *   a trickle cannot hold it and its followers for ever;
+ * - once its last reader has left, its owner may cancel it (BlobFills: a
+ *   relay nobody reads, or one background fill too many).
+ *
  * If the disk refuses a write (full, failing), the fill goes on without it:
- * the rest of the blob is relayed to the clients already following through a
- * bounded memory window, verified all the same, and not cached.
+ * the rest of the blob is relayed to the clients already following, verified
+ * all the same, and not cached.
  *
  * The temp file's descriptor stays open until the last reader is done, so a
  * reader is unaffected by the rename on commit or the unlink on failure.
@@ -46,7 +74,7 @@ export interface BlobFillOptions {
 export class BlobFill {
   state: 'running' | 'committed' | 'relayed' | 'failed' = 'running';
   error: RegistryError | undefined;
-  /** Expected size (upstream Content-Length) until done, then the real one. */
+  /** The size archway knows (descriptor, else Content-Length) until done, then the real one. */
   size: number | undefined;
   /** Bytes received from the upstream so far. */
   written = 0;
@@ -55,6 +83,8 @@ export class BlobFill {
    * upload): readers may take the last byte now, before the commit is done.
    */
   verified = false;
+  /** Set (before `ready`) when the fill will not cache the blob, and why. */
+  uncached: RelayReason | undefined;
   /** Resolves once the upstream answered with headers (size known); rejects if it did not. */
   readonly ready: Promise<void>;
 
@@ -63,6 +93,7 @@ export class BlobFill {
   private resolveReady!: () => void;
   private rejectReady!: (err: RegistryError) => void;
   private file: FileHandle | undefined;
+  private reservation: SpaceReservation | undefined;
   /** Bytes safely in the temp file; past them (after a disk failure) bytes are in the relay window. */
   private onDisk = 0;
   private relay: RelayWindow | undefined;
@@ -71,6 +102,10 @@ export class BlobFill {
   private changeWaiters: Array<() => void> = [];
   private consumeWaiters: Array<() => void> = [];
   private readonly abort = new AbortController();
+  /** Why the fill was stopped from outside (or by its deadline), for its readers. */
+  private stopped: RegistryError | undefined;
+  private deadline: NodeJS.Timeout | undefined;
+  private startedAt = 0;
 
   constructor(private readonly opts: BlobFillOptions) {
     this.digest = opts.digest;
@@ -83,6 +118,11 @@ export class BlobFill {
     this.tempPath = opts.store.tempPath();
   }
 
+  /** True once the fill has stopped writing to disk (or never did): it cannot be cached. */
+  get relaying(): boolean {
+    return this.relay !== undefined;
+  }
+
   /** Run the download; resolves when the fill is committed, relayed or has failed (never rejects). */
   async run(fetch: FetchBlob): Promise<void> {
     const { metrics } = this.opts;
@@ -93,6 +133,8 @@ export class BlobFill {
       outcome = await this.download(fetch);
     } catch (err) {
       failure = err;
+    } finally {
+      clearTimeout(this.deadline);
     }
     // Clean up before readers can see the end: nothing of this fill outlives its answer on disk.
     if (outcome !== 'committed') await unlink(this.tempPath).catch(() => undefined);
@@ -104,32 +146,40 @@ export class BlobFill {
   }
 
   private async download(fetch: FetchBlob): Promise<'committed' | 'relayed'> {
-    const { metrics, logger, store, storage } = this.opts;
-    try {
-      this.file = await open(this.tempPath, 'w+');
-    } catch (err) {
-      this.startRelay(err);
-    }
+    const { metrics, logger, store, storage, limits, descriptorSize } = this.opts;
+    this.startedAt = performance.now();
+    this.armDeadline();
     const res = await fetch(this.abort.signal);
-    this.size = res.size;
-    this.resolveReady();
     const hash = createHash(digestAlgorithm(this.digest));
     try {
+      if (descriptorSize !== undefined && res.size !== undefined && res.size !== descriptorSize) {
+        throw this.aborted('size-mismatch', `Content-Length ${res.size} disagrees with the manifest's size ${descriptorSize}`);
+      }
+      const known = descriptorSize ?? res.size;
+      this.size = known;
+      // Past this many bytes the upstream is lying (or endless): stop at the first byte too many.
+      const bound = known ?? limits.maxBlobSize;
+      await this.prepareDisk(known, bound);
+      this.resolveReady();
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        if (this.written + chunk.length > bound) {
+          throw this.aborted('too-long', known === undefined ? `body longer than cache.maxBlobSize (${bound} bytes)` : `body longer than the ${bound} bytes it should have`);
+        }
         hash.update(chunk);
+        if (known === undefined && this.file && !this.relay) await this.reserveFor(this.written + chunk.length, bound);
         await this.keep(chunk);
         this.written += chunk.length;
         metrics.upstreamBytes.inc({ upstream: this.opts.upstream }, chunk.length);
-        if (this.size !== undefined && this.written > this.size) throw this.corrupt('body longer than Content-Length');
         this.changed();
       }
     } catch (err) {
       discardBody(res.body);
-      throw err;
+      // An abort from outside (deadline, cancel) surfaces here as the body's error: say why instead.
+      throw this.stopped ?? err;
     }
-    if (this.size !== undefined && this.written !== this.size) throw this.corrupt(`body ended after ${this.written} of ${this.size} bytes`);
+    if (this.size !== undefined && this.written !== this.size) throw this.aborted('short', `body ended after ${this.written} of ${this.size} bytes`);
     const actual = `${digestAlgorithm(this.digest)}:${hash.digest('hex')}`;
-    if (actual !== this.digest) throw this.corrupt(`digest mismatch: got ${actual}`);
+    if (actual !== this.digest) throw this.aborted('digest', `digest mismatch: got ${actual}`);
     this.size = this.written;
     if (store.releaseBeforeCommit) {
       this.verified = true;
@@ -139,7 +189,7 @@ export class BlobFill {
     try {
       // On disk before it has a name: a crash must never leave a short file under a digest.
       await this.file.sync();
-      await store.commitFile(this.tempPath, { digest: this.digest, size: this.written });
+      await store.commitFile(this.tempPath, { digest: this.digest, size: this.written }, this.reservation);
       storage.succeeded();
       logger.debug({ digest: this.digest, size: this.written }, 'blob cached');
       return 'committed';
@@ -150,20 +200,85 @@ export class BlobFill {
     }
   }
 
+  /**
+   * Where the bytes go: a temp file in room reserved for the known size (or a
+   * first step of an unknown one), or, for a blob larger than the cache may
+   * hold or when no room can be made, only the relay window.
+   */
+  private async prepareDisk(known: number | undefined, bound: number): Promise<void> {
+    const { store, limits } = this.opts;
+    if (known !== undefined && known > limits.cacheLimit) return this.startRelay('too-large');
+    if (store.reserve) {
+      this.reservation = store.reserve();
+      if (!(await this.reservation.ensure(known ?? Math.min(bound, RESERVE_STEP_BYTES)))) return this.startRelay('no-room');
+    }
+    try {
+      this.file = await open(this.tempPath, 'w+');
+    } catch (err) {
+      this.startRelay('storage', err);
+    }
+  }
+
+  /** Grow the reservation of a body of unknown length ahead of its bytes; relay when no more room can be made. */
+  private async reserveFor(total: number, bound: number): Promise<void> {
+    const reservation = this.reservation;
+    if (!reservation || total <= reservation.bytes) return;
+    if (!(await reservation.ensure(Math.min(bound, total + RESERVE_STEP_BYTES)))) this.startRelay('no-room');
+  }
+
+  /**
+   * The whole body's deadline: timeouts.body, or longer for a blob whose size
+   * at the slowest allowed rate needs longer. Checked when due, and moved on
+   * while the body (of unknown length) keeps growing fast enough.
+   */
+  private armDeadline(): void {
+    const { limits } = this.opts;
+    const due = () => bodyDeadlineMs(limits, this.size ?? this.written);
+    const check = () => {
+      const elapsed = performance.now() - this.startedAt;
+      const remaining = due() - elapsed;
+      if (remaining > 0) {
+        this.deadline = setTimeout(check, remaining);
+        this.deadline.unref();
+        return;
+      }
+      const rate = Math.round(this.written / (elapsed / 1000));
+      this.stop(this.aborted('deadline', `body too slow: ${this.written} bytes in ${Math.round(elapsed / 1000)} s (${rate} B/s)`));
+    };
+    this.deadline = setTimeout(check, due());
+    this.deadline.unref();
+  }
+
   /** Stop the download (shutdown). Readers get an error. */
-  cancel(): void {
-    this.abort.abort(shuttingDown());
+  cancel(reason: RegistryError = shuttingDown()): void {
+    this.stop(reason);
+  }
+
+  /** Stop because nobody is left to read it (the owner's policy): counted and logged as 'unread'. */
+  abandon(why: string): void {
+    if (this.state === 'running' && !this.abort.signal.aborted) this.stop(this.aborted('unread', why));
+  }
+
+  private stop(reason: RegistryError): void {
+    if (this.abort.signal.aborted) return;
+    this.stopped = reason;
+    this.abort.abort(reason);
+    // A relay waiting for its readers to make room wakes up to see it.
+    this.consumed();
   }
 
   /** A reader of the blob. Take it before awaiting `ready`, so the fill keeps its bytes for it. */
   reader(onBytes: (n: number) => void): FillReader {
     this.holders++;
+    const back = this.readers.size === 0 && this.state === 'running';
     const reader = new FillReader(this, onBytes, (r) => {
       this.readers.delete(r);
       this.consumed();
+      if (this.readers.size === 0 && this.state === 'running' && !this.verified) this.opts.onReaderless(this);
       this.release();
     });
     this.readers.add(reader);
+    if (back) this.opts.onReadersBack(this);
     return reader;
   }
 
@@ -192,7 +307,7 @@ export class BlobFill {
     return n;
   }
 
-  /** Put a received chunk where readers find it: the temp file, or after a disk failure the relay window. */
+  /** Put a received chunk where readers find it: the temp file, or when it is not written the relay window. */
   private async keep(chunk: Buffer): Promise<void> {
     let offset = 0;
     if (!this.relay && this.file) {
@@ -206,26 +321,29 @@ export class BlobFill {
         }
         return;
       } catch (err) {
-        this.startRelay(err);
+        this.startRelay('storage', err);
       }
     }
     const relay = this.relay as RelayWindow;
     relay.push(this.written + offset, offset ? chunk.subarray(offset) : chunk);
     // Bounded memory: wait until the slowest follower has read what must be dropped.
     while (relay.bytes > relay.limit) {
-      if (this.readers.size === 0) throw badUpstream(this.opts.upstream, 'blob could not be cached and nobody is reading it');
+      if (this.stopped) throw this.stopped;
+      if (this.readers.size === 0) throw this.aborted('unread', 'blob could not be cached and nobody is reading it');
       relay.dropBefore(Math.min(...[...this.readers].map((r) => r.position)));
       if (relay.bytes <= relay.limit) break;
       await new Promise<void>((resolve) => this.consumeWaiters.push(resolve));
-      if (this.abort.signal.aborted) throw shuttingDown();
     }
   }
 
-  private startRelay(err: unknown): void {
+  private startRelay(reason: RelayReason, err?: unknown): void {
     if (this.relay) return;
     this.relay = new RelayWindow(RELAY_WINDOW_BYTES);
-    this.opts.storage.failed(err, 'blob');
-    this.opts.logger.warn({ digest: this.digest, onDisk: this.onDisk }, 'relaying blob without caching it');
+    if (this.state === 'running' && this.uncached === undefined) this.uncached = reason;
+    this.opts.metrics.uncachedRelays.inc({ reason });
+    if (reason === 'storage') this.opts.storage.failed(err, 'blob');
+    const why = { 'too-large': 'larger than the cache may hold', 'no-room': 'no room can be made in the cache', storage: 'the cache disk refused it' }[reason];
+    this.opts.logger.warn({ digest: this.digest, upstream: this.opts.upstream, size: this.size, onDisk: this.onDisk, reason }, `relaying blob without caching it: ${why}`);
     this.opts.onRelay();
   }
 
@@ -235,16 +353,24 @@ export class BlobFill {
     for (const w of waiters) w();
   }
 
-  private corrupt(reason: string): RegistryError {
-    this.opts.metrics.digestMismatches.inc({ kind: 'blob' });
-    this.opts.logger.error({ digest: this.digest, upstream: this.opts.upstream, reason }, 'upstream blob is corrupt; not cached');
-    return badUpstream(this.opts.upstream, `sent a corrupt blob (${reason})`, { digest: this.digest });
+  /** A fill stopped for `reason`: counted, logged, and the error its readers get. */
+  private aborted(reason: AbortReason, message: string): RegistryError {
+    const { metrics, logger } = this.opts;
+    metrics.fillAborts.inc({ reason });
+    const fields = { digest: this.digest, upstream: this.opts.upstream, reason, received: this.written };
+    if (reason === 'unread') {
+      logger.info(fields, `blob fill stopped: ${message}`);
+      return new RegistryError('UNAVAILABLE', `blob fill stopped: ${message}`, { status: 503, detail: { digest: this.digest } });
+    }
+    if (reason !== 'deadline') metrics.digestMismatches.inc({ kind: 'blob' });
+    logger.error(fields, `upstream blob refused; not cached: ${message}`);
+    return badUpstream(this.opts.upstream, reason === 'deadline' ? message : `sent a corrupt blob (${message})`, { digest: this.digest });
   }
 
   private fail(err: unknown): void {
     this.state = 'failed';
-    if (this.abort.signal.aborted) {
-      this.error = shuttingDown();
+    if (this.stopped) {
+      this.error = this.stopped;
     } else {
       this.error = upstreamTransportError(this.opts.upstream, err);
       if (!(err instanceof RegistryError)) this.opts.logger.warn({ digest: this.digest, err: this.error.message }, 'blob fill failed');
@@ -256,5 +382,7 @@ export class BlobFill {
   private release(): void {
     if (--this.holders > 0) return;
     this.file?.close().catch(() => undefined);
+    // The file's blocks come back only now that no reader holds it (committed: the entry took the room over).
+    this.reservation?.release();
   }
 }

@@ -3,6 +3,7 @@ import type { Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { BlobFill, type FetchBlob } from './blob-fill.ts';
 import type { BlobStore } from './blob-store.ts';
+import type { FillLimits } from './fill-limits.ts';
 import type { StorageHealth } from './storage-health.ts';
 import { LocalFillCoordinator, type FillCoordinator, type FillLease, type WaitOutcome } from './fill-coordinator.ts';
 
@@ -31,12 +32,15 @@ export class BlobFills {
   private readonly relaying = new Set<string>();
   /** Waits for another replica's fill: one per blob in this process, however many requests wait. */
   private readonly waits = new Map<string, Promise<WaitOutcome>>();
+  /** Fills going on with no reader (limits.backgroundFills at most). */
+  private readonly background = new Set<BlobFill>();
 
   constructor(
     private readonly store: BlobStore,
     private readonly metrics: Metrics,
     private readonly logger: Logger,
     private readonly storage: StorageHealth,
+    private readonly limits: FillLimits,
     private readonly coordinator: FillCoordinator = new LocalFillCoordinator(),
   ) {}
 
@@ -50,13 +54,13 @@ export class BlobFills {
    * filling it (wait with `waitElsewhere`, then look in the store); `stored`
    * when another replica finished it just before this one took the lease.
    */
-  async acquire(upstream: string, digest: Digest, fetch: FetchBlob): Promise<Acquired> {
+  async acquire(upstream: string, digest: Digest, fetch: FetchBlob, descriptorSize?: number): Promise<Acquired> {
     const k = key(upstream, digest);
     const running = this.joinable.get(k);
     if (running) return { fill: running, joined: true };
     // This replica's own fill of it is relaying (its disk failed) and holds the lease: waiting for
     // that lease would only mean waiting for our own relay to end. Fetch beside it.
-    if (this.relaying.has(k)) return { fill: this.start(upstream, digest, fetch), joined: false };
+    if (this.relaying.has(k)) return { fill: this.start(upstream, digest, fetch, descriptorSize), joined: false };
     const pending = this.claims.get(k);
     // Another request's claim: whatever fill it yields was started for that request (and its repository).
     if (pending) {
@@ -73,7 +77,7 @@ export class BlobFills {
         lease.release();
         return fill ? { fill, joined: true } : 'stored';
       }
-      return { fill: this.start(upstream, digest, fetch, lease), joined: false };
+      return { fill: this.start(upstream, digest, fetch, descriptorSize, lease), joined: false };
     })().finally(() => this.claims.delete(k));
     this.claims.set(k, claim);
     return claim;
@@ -95,8 +99,11 @@ export class BlobFills {
     return wait;
   }
 
-  /** Start a fill (there must be none joinable for this upstream and digest). */
-  start(upstream: string, digest: Digest, fetch: FetchBlob, lease?: FillLease): BlobFill {
+  /**
+   * Start a fill (there must be none joinable for this upstream and digest).
+   * `descriptorSize`: the size a manifest archway served gives the blob.
+   */
+  start(upstream: string, digest: Digest, fetch: FetchBlob, descriptorSize?: number, lease?: FillLease): BlobFill {
     const k = key(upstream, digest);
     const forget = () => {
       if (this.joinable.get(k) === fill) this.joinable.delete(k);
@@ -114,11 +121,16 @@ export class BlobFills {
       metrics: this.metrics,
       logger: this.logger,
       storage: this.storage,
+      limits: this.limits,
+      descriptorSize,
       onRelay: relay,
+      onReaderless: (f) => this.readerless(f),
+      onReadersBack: (f) => this.setBackground(f, false),
     });
     this.joinable.set(k, fill);
     const done = fill.run(fetch).finally(() => {
       forget();
+      this.setBackground(fill, false);
       if (relayed) this.relaying.delete(k);
       this.running.delete(fill);
       // After the commit (an upload, for an object store): other replicas now find the blob stored.
@@ -132,6 +144,26 @@ export class BlobFills {
     return this.running.size;
   }
 
+  /**
+   * The last reader of a fill left. It may go on alone (so the next client
+   * finds the blob cached) only if it can be cached, and only while fewer than
+   * limits.backgroundFills do so: otherwise it stops now, and the upstream
+   * connection with it.
+   */
+  private readerless(fill: BlobFill): void {
+    if (fill.relaying) return fill.abandon('it cannot be cached and its last client left');
+    if (this.background.size >= this.limits.backgroundFills) {
+      return fill.abandon(`its last client left and ${this.background.size} fills already run without clients (limits.backgroundFills)`);
+    }
+    this.setBackground(fill, true);
+  }
+
+  private setBackground(fill: BlobFill, on: boolean): void {
+    if (on) this.background.add(fill);
+    else this.background.delete(fill);
+    this.metrics.backgroundFills.set(this.background.size);
+  }
+
   /** Shutdown: stop every download and wait until each has cleaned up. */
   async cancelAll(): Promise<void> {
     for (const fill of this.running.keys()) fill.cancel();
@@ -142,3 +174,4 @@ export class BlobFills {
 function key(upstream: string, digest: Digest): string {
   return `${upstream}\n${digest}`;
 }
+

@@ -25,6 +25,20 @@ export function isDirectBody(stream: Readable): stream is Readable & DirectBody 
   return typeof (stream as Partial<DirectBody>).writeTo === 'function';
 }
 
+/** Room held for a file being written (a fill's temp file); see BlobStore.reserve. */
+export interface SpaceReservation {
+  /** Bytes held now. */
+  readonly bytes: number;
+  /**
+   * Hold room for `bytes` in all, evicting least-recently-used entries to
+   * make it. False when even that cannot make room (what is left is being
+   * read): the caller must not write past what it holds.
+   */
+  ensure(bytes: number): Promise<boolean>;
+  /** Give the room back (the file is gone, or became an entry). */
+  release(): void;
+}
+
 export interface BlobRead {
   size: number;
   stream: Readable;
@@ -51,8 +65,14 @@ export interface BlobStore {
   open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined>;
   /** A fresh path for a file that will be handed to commitFile, on the same filesystem. */
   tempPath(): string;
-  /** Move a verified file into the store under its digest. */
-  commitFile(path: string, info: BlobInfo): Promise<void>;
+  /**
+   * Room in the store's budget for a temp file about to be written, made by
+   * evicting before any byte is written. Stores without a local budget (an
+   * object store bounds its bucket itself) have none.
+   */
+  reserve?(): SpaceReservation;
+  /** Move a verified file into the store under its digest; its reservation (if any) becomes the blob's entry. */
+  commitFile(path: string, info: BlobInfo, reservation?: SpaceReservation): Promise<void>;
   delete(digest: Digest): Promise<boolean>;
   /**
    * Let clients have the last byte once the blob is verified, before

@@ -4,10 +4,10 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../oci/digest.ts';
 import { BufferPool } from '../util/buffer-pool.ts';
-import type { BlobInfo, BlobRead, BlobStore, ByteRange } from './blob-store.ts';
+import type { BlobInfo, BlobRead, BlobStore, ByteRange, SpaceReservation } from './blob-store.ts';
 import { BackgroundIndexing } from './background-indexing.ts';
+import { DiskBudget, isRecordKey } from './disk-budget.ts';
 import { FileBody } from './file-body.ts';
-import { LruIndex } from './lru-index.ts';
 
 /**
  * Reads of cached blobs: 256 KiB chunks through recycled buffers held the
@@ -47,7 +47,11 @@ export function blobFilePath(cacheDir: string, digest: Digest): string {
  * on the same filesystem, so committing is an atomic rename.
  */
 export class FsBlobStore implements BlobStore {
-  private readonly index = new LruIndex<Digest>();
+  /**
+   * The one budget of the cache directory: blobs in LRU order with pins, and
+   * the other stores' records (manifests, tags), which share it.
+   */
+  readonly budget: DiskBudget;
   private readonly readBuffers = new BufferPool(READ_CHUNK_BYTES, IDLE_READ_BUFFERS);
   private readonly lastTouch = new Map<Digest, number>();
   private readonly indexing = new BackgroundIndexing<Digest>();
@@ -58,6 +62,7 @@ export class FsBlobStore implements BlobStore {
   constructor(private readonly opts: FsBlobStoreOptions) {
     this.blobsDir = join(opts.dir, 'blobs');
     this.tmpDir = join(opts.dir, 'tmp');
+    this.budget = new DiskBudget({ dir: opts.dir, maxSize: opts.maxSize, logger: opts.logger, removeBlob: (digest, size) => this.removeEvicted(digest as Digest, size) });
   }
 
   /**
@@ -72,9 +77,10 @@ export class FsBlobStore implements BlobStore {
     await rm(this.tmpDir, { recursive: true, force: true });
     await mkdir(this.tmpDir, { recursive: true });
     await mkdir(this.blobsDir, { recursive: true });
-    this.indexing.start(() => this.scan(), (err) => this.opts.logger.error({ err }, 'indexing the blob cache failed; blobs are looked up one by one and nothing is evicted until a restart'));
-    // Shrunk to maxSize once the totals are whole.
-    this.indexed = this.indexing.whenDone().then(() => this.evict());
+    this.indexing.start(() => this.scan(), (err) => this.opts.logger.error({ err }, 'indexing the blob cache failed; blobs not indexed are looked up one by one and not counted in the budget until a restart'));
+    // Nothing is evicted until the totals are whole; then the budget shrinks to maxSize.
+    this.budget.scanning(this.indexing.whenDone());
+    this.indexed = this.indexing.whenDone().then(() => this.budget.whenScanned()).then(() => this.budget.evict());
   }
 
   /** Resolves once every blob on disk at start is in the index (and the store was shrunk to its size limit). */
@@ -98,10 +104,10 @@ export class FsBlobStore implements BlobStore {
     const seen = this.indexing.decidedKeys();
     for (const f of found) {
       // Looked up, committed or deleted while the scan ran: that is newer than what the scan saw.
-      if (!seen.has(f.digest)) this.index.set(f.digest, f.size);
+      if (!seen.has(f.digest)) this.budget.set(f.digest, f.size);
     }
     // Looked up during the scan, hence most recently used: keep them at the new end.
-    for (const digest of seen) this.index.touch(digest);
+    for (const digest of seen) this.budget.touch(digest);
   }
 
   private async scanShard(algorithm: string, shard: string): Promise<Array<{ digest: Digest; size: number; mtime: number }>> {
@@ -144,8 +150,8 @@ export class FsBlobStore implements BlobStore {
   async open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined> {
     const size = await this.lookup(digest);
     if (size === undefined) return undefined;
-    this.index.pin(digest);
-    this.index.touch(digest);
+    this.budget.pin(digest);
+    this.budget.touch(digest);
     const path = this.path(digest);
     let handle: FileHandle;
     try {
@@ -154,7 +160,7 @@ export class FsBlobStore implements BlobStore {
       this.release(digest);
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
         // Removed behind our back (an operator cleaning the disk): forget it, it is a miss.
-        this.index.delete(digest);
+        this.budget.forget(digest);
         return undefined;
       }
       throw err;
@@ -167,7 +173,7 @@ export class FsBlobStore implements BlobStore {
 
   /** The size of a cached blob; while the start-up scan runs, the disk answers what the index does not know yet. */
   private async lookup(digest: Digest): Promise<number | undefined> {
-    const known = this.index.size(digest);
+    const known = this.budget.size(digest);
     if (known !== undefined || !this.indexing.running) return known;
     if (this.indexing.isDecided(digest)) return undefined; // deleted (or absent) since the scan began
     const path = this.path(digest);
@@ -175,23 +181,27 @@ export class FsBlobStore implements BlobStore {
     // An empty file is what a crash can leave; the scan removes it.
     if (!s?.isFile() || (s.size === 0 && digest !== EMPTY_SHA256)) return undefined;
     // Decided while we asked the disk, or the scan ended meanwhile: the index knows better now.
-    if (this.indexing.isDecided(digest) || !this.indexing.running) return this.index.size(digest);
+    if (this.indexing.isDecided(digest) || !this.indexing.running) return this.budget.size(digest);
     this.indexing.decide(digest);
-    this.index.set(digest, s.size);
+    this.budget.set(digest, s.size);
     return s.size;
   }
 
   /** The end of one read: the blob may be evicted again (and an over-full store shrinks now). */
   private release(digest: Digest): void {
-    this.index.unpin(digest);
-    void this.evict();
+    this.budget.unpin(digest);
+    void this.budget.evict();
   }
 
   tempPath(): string {
     return join(this.tmpDir, randomUUID());
   }
 
-  async commitFile(path: string, info: BlobInfo): Promise<void> {
+  reserve(): SpaceReservation {
+    return this.budget.reserve();
+  }
+
+  async commitFile(path: string, info: BlobInfo, reservation?: SpaceReservation): Promise<void> {
     const target = this.path(info.digest);
     const dir = join(target, '..');
     await mkdir(dir, { recursive: true });
@@ -200,14 +210,13 @@ export class FsBlobStore implements BlobStore {
     const handle = await open(dir, 'r');
     await handle.sync().finally(() => handle.close());
     this.indexing.decide(info.digest);
-    this.index.set(info.digest, info.size);
-    await this.evict();
+    await this.budget.commit(info.digest, info.size, reservation);
   }
 
   async delete(digest: Digest): Promise<boolean> {
-    if (this.index.isPinned(digest)) return false;
+    if (this.budget.isPinned(digest)) return false;
     this.indexing.decide(digest);
-    this.index.delete(digest);
+    this.budget.forget(digest);
     this.lastTouch.delete(digest);
     try {
       await unlink(this.path(digest));
@@ -220,11 +229,13 @@ export class FsBlobStore implements BlobStore {
 
   async *list(): AsyncIterable<BlobInfo> {
     await this.indexing.whenDone();
-    for (const [digest, size] of this.index.entries()) yield { digest, size };
+    for (const [key, size] of this.budget.entries()) {
+      if (!isRecordKey(key)) yield { digest: key as Digest, size };
+    }
   }
 
   usage(): { bytes: number; count: number } {
-    return { bytes: this.index.bytes, count: this.index.count };
+    return this.budget.blobUsage();
   }
 
   private path(digest: Digest): string {
@@ -239,19 +250,15 @@ export class FsBlobStore implements BlobStore {
     utimes(path, t, t).catch(() => undefined);
   }
 
-  private async evict(): Promise<void> {
-    // Until the start-up scan is complete the totals are partial (and the oldest blobs not yet
-    // known): the scan evicts when it ends.
-    if (this.indexing.running) return;
-    for (const { key, size } of this.index.evict(this.opts.maxSize)) {
-      this.lastTouch.delete(key);
-      try {
-        await unlink(this.path(key));
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.opts.logger.error({ err, digest: key }, 'evicting a blob failed');
-      }
-      this.opts.logger.info({ digest: key, size }, 'evicted blob');
-      this.opts.onEvict?.({ digest: key, size });
+  /** The budget evicted this blob: remove its file. */
+  private async removeEvicted(digest: Digest, size: number): Promise<void> {
+    this.lastTouch.delete(digest);
+    try {
+      await unlink(this.path(digest));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.opts.logger.error({ err, digest }, 'evicting a blob failed');
     }
+    this.opts.logger.info({ digest, size }, 'evicted blob');
+    this.opts.onEvict?.({ digest, size });
   }
 }

@@ -2,6 +2,8 @@ import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import { atomicWrite } from './atomic-write.ts';
+import type { DiskBudget } from './disk-budget.ts';
+import { scanRecords } from './scan-records.ts';
 import { digestAlgorithm, digestHex, digestOf, parseDigest, type Digest } from '../oci/digest.ts';
 
 export interface StoredManifest {
@@ -30,10 +32,20 @@ export interface ManifestStore {
 export class FsManifestStore implements ManifestStore {
   private readonly dir: string;
   private readonly tmpDir: string;
-  /** Hot manifests, verified once when read from disk: a warm tag costs no file read or hash. */
-  private readonly hot = new LRUCache<string, StoredManifest>({ maxSize: 64 * 1024 * 1024, sizeCalculation: (m) => m.bytes.length + 200 });
+  /**
+   * Hot manifests, verified once when read from disk: a warm tag costs no file
+   * read or hash. Each with its file's key in the disk budget, touched on use.
+   */
+  private readonly hot = new LRUCache<string, { manifest: StoredManifest; record: string }>({
+    maxSize: 64 * 1024 * 1024,
+    sizeCalculation: (m) => m.manifest.bytes.length + 200,
+  });
 
-  constructor(cacheDir: string) {
+  /** `budget`: the cache directory's, which manifest files count toward and are evicted by (absent: unbounded, as for `cache verify`). */
+  constructor(
+    private readonly cacheDir: string,
+    private readonly budget?: DiskBudget,
+  ) {
     this.dir = join(cacheDir, 'manifests');
     this.tmpDir = join(cacheDir, 'tmp');
   }
@@ -41,14 +53,22 @@ export class FsManifestStore implements ManifestStore {
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
     await mkdir(this.tmpDir, { recursive: true });
+    if (this.budget) this.budget.scanning(scanRecords(this.cacheDir, 'manifests', this.budget));
   }
 
   async get(upstream: string, digest: Digest): Promise<StoredManifest | undefined> {
     const key = `${upstream}\n${digest}`;
     const hot = this.hot.get(key);
-    if (hot) return hot;
+    if (hot) {
+      this.budget?.touch(hot.record);
+      return hot.manifest;
+    }
     const found = await this.readVerified(upstream, digest);
-    if (found) this.hot.set(key, found);
+    if (found) {
+      const record = this.record(upstream, digest);
+      this.budget?.touch(record);
+      this.hot.set(key, { manifest: found, record });
+    }
     return found;
   }
 
@@ -73,12 +93,16 @@ export class FsManifestStore implements ManifestStore {
   async put(upstream: string, manifest: StoredManifest): Promise<void> {
     const target = this.path(upstream, manifest.digest);
     await mkdir(join(target, '..'), { recursive: true });
-    this.hot.set(`${upstream}\n${manifest.digest}`, manifest);
-    await atomicWrite(target, Buffer.concat([Buffer.from(`${JSON.stringify({ mediaType: manifest.mediaType })}\n`), manifest.bytes]), this.tmpDir);
+    const record = this.record(upstream, manifest.digest);
+    this.hot.set(`${upstream}\n${manifest.digest}`, { manifest, record });
+    const bytes = Buffer.concat([Buffer.from(`${JSON.stringify({ mediaType: manifest.mediaType })}\n`), manifest.bytes]);
+    await atomicWrite(target, bytes, this.tmpDir);
+    await this.budget?.charge(record, bytes.length);
   }
 
   async delete(upstream: string, digest: Digest): Promise<boolean> {
     this.hot.delete(`${upstream}\n${digest}`);
+    this.budget?.forget(this.record(upstream, digest));
     try {
       await rm(this.path(upstream, digest));
       return true;
@@ -124,6 +148,11 @@ export class FsManifestStore implements ManifestStore {
   }
 
   private path(upstream: string, digest: Digest): string {
-    return join(this.dir, encodeURIComponent(upstream), digestAlgorithm(digest), digestHex(digest));
+    return join(this.cacheDir, this.record(upstream, digest));
+  }
+
+  /** The file's path under the cache directory: its key in the disk budget. */
+  private record(upstream: string, digest: Digest): string {
+    return `manifests/${encodeURIComponent(upstream)}/${digestAlgorithm(digest)}/${digestHex(digest)}`;
   }
 }

@@ -4,6 +4,8 @@ import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
 import { atomicWrite } from './atomic-write.ts';
+import type { DiskBudget } from './disk-budget.ts';
+import { scanRecords } from './scan-records.ts';
 
 export interface TagRecord {
   digest: Digest;
@@ -35,12 +37,16 @@ export interface TagEntry {
  * named by a hash of the key; the key is inside the file.
  */
 export class FsTagStore implements TagStore {
-  /** The disk holds every tag; memory the hot ones. */
-  private readonly memory = new LRUCache<string, TagRecord>({ max: 50_000 });
+  /** The disk holds every tag; memory the hot ones, each with its file's key in the disk budget. */
+  private readonly memory = new LRUCache<string, { record: TagRecord; file: string }>({ max: 50_000 });
   private readonly dir: string;
   private readonly tmpDir: string;
 
-  constructor(cacheDir: string) {
+  /** `budget`: the cache directory's, which tag files count toward and are evicted by. */
+  constructor(
+    private readonly cacheDir: string,
+    private readonly budget?: DiskBudget,
+  ) {
     this.dir = join(cacheDir, 'tags');
     this.tmpDir = join(cacheDir, 'tmp');
   }
@@ -48,17 +54,24 @@ export class FsTagStore implements TagStore {
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
     await mkdir(this.tmpDir, { recursive: true });
+    if (this.budget) this.budget.scanning(scanRecords(this.cacheDir, 'tags', this.budget));
   }
 
   async get(upstream: string, repository: string, tag: string): Promise<TagRecord | undefined> {
     const key = tagKey(upstream, repository, tag);
     const inMemory = this.memory.get(key);
-    if (inMemory) return inMemory;
+    if (inMemory) {
+      // A tag that is used stays on disk (for stale serving after a restart) however long it stays hot.
+      this.budget?.touch(inMemory.file);
+      return inMemory.record;
+    }
+    const file = this.file(key);
     try {
-      const saved = JSON.parse(await readFile(this.path(key), 'utf8')) as TagRecord & { key: string };
+      const saved = JSON.parse(await readFile(join(this.cacheDir, file), 'utf8')) as TagRecord & { key: string };
       if (saved.key !== key) return undefined;
       const record: TagRecord = { digest: saved.digest, mediaType: saved.mediaType, checkedAt: saved.checkedAt };
-      this.memory.set(key, record);
+      this.memory.set(key, { record, file });
+      this.budget?.touch(file);
       return record;
     } catch {
       return undefined;
@@ -67,15 +80,20 @@ export class FsTagStore implements TagStore {
 
   async set(upstream: string, repository: string, tag: string, record: TagRecord): Promise<void> {
     const key = tagKey(upstream, repository, tag);
-    this.memory.set(key, record);
-    await atomicWrite(this.path(key), JSON.stringify({ key, ...record }), this.tmpDir);
+    const file = this.file(key);
+    this.memory.set(key, { record, file });
+    const text = JSON.stringify({ key, ...record });
+    await atomicWrite(join(this.cacheDir, file), text, this.tmpDir);
+    await this.budget?.charge(file, Buffer.byteLength(text));
   }
 
   async delete(upstream: string, repository: string, tag: string): Promise<boolean> {
     const key = tagKey(upstream, repository, tag);
     this.memory.delete(key);
+    const file = this.file(key);
+    this.budget?.forget(file);
     try {
-      await rm(this.path(key));
+      await rm(join(this.cacheDir, file));
       return true;
     } catch {
       return false;
@@ -96,8 +114,9 @@ export class FsTagStore implements TagStore {
     }
   }
 
-  private path(key: string): string {
-    return join(this.dir, createHash('sha256').update(key).digest('hex'));
+  /** The file's path under the cache directory: its key in the disk budget. */
+  private file(key: string): string {
+    return `tags/${createHash('sha256').update(key).digest('hex')}`;
   }
 }
 

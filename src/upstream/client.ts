@@ -21,7 +21,8 @@ export interface UpstreamOptions {
   url: string;
   credentials: Credentials | undefined;
   dispatcher: Dispatcher;
-  timeouts: { headers: number; bodyIdle: number };
+  /** `body`: the deadline of a whole non-blob answer (a blob's is the fill's, scaled by its size). */
+  timeouts: { headers: number; bodyIdle: number; body: number };
   metrics: Metrics;
   /** See RepositoryAccess. */
   isolated: boolean;
@@ -250,13 +251,16 @@ export class UpstreamClient {
     if (authorization) headers.authorization = authorization;
     const url = new URL(this.base.pathname.replace(/\/$/, '') + opts.path, this.base);
     if (this.opts.namespace !== undefined) url.searchParams.set('ns', this.opts.namespace);
+    // Manifests, tag lists and referrers are small: a trickle that makes them take longer than
+    // timeouts.body is cut (bodyIdle alone never trips on a byte every few seconds).
+    const signal = opts.kind === 'blob' ? opts.signal : withDeadline(opts.signal, this.opts.timeouts.body);
     const res = await request(url, {
       method: opts.method,
       headers,
       dispatcher: this.opts.dispatcher,
       headersTimeout: this.opts.timeouts.headers,
       bodyTimeout: this.opts.timeouts.bodyIdle,
-      signal: opts.signal,
+      signal,
     });
     return Object.assign(res, { sentAuthorization: authorization !== undefined });
   }
@@ -289,6 +293,11 @@ function answeredBy(res: Dispatcher.ResponseData): string | undefined {
   const history = (res.context as { history?: unknown } | undefined)?.history;
   const last = Array.isArray(history) ? (history.at(-1) as unknown) : undefined;
   return last instanceof URL ? last.origin : undefined;
+}
+
+function withDeadline(signal: AbortSignal | undefined, ms: number): AbortSignal {
+  const deadline = AbortSignal.timeout(ms);
+  return signal ? AbortSignal.any([signal, deadline]) : deadline;
 }
 
 function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
