@@ -20,6 +20,8 @@ export interface UpstreamOptions {
   name: string;
   url: string;
   credentials: Credentials | undefined;
+  /** Token realm hosts besides the registry's own that may receive the credentials (`upstreams.<key>.tokenRealms`). */
+  tokenRealms: readonly string[];
   dispatcher: Dispatcher;
   timeouts: { headers: number; bodyIdle: number };
   metrics: Metrics;
@@ -86,7 +88,7 @@ export class UpstreamClient {
     // Userinfo in the URL would be sent on every request: keep it out, use username/password.
     this.base.username = '';
     this.base.password = '';
-    this.auth = new UpstreamAuth(opts.name, this.base, opts.credentials, opts.dispatcher, opts.timeouts.headers);
+    this.auth = new UpstreamAuth(opts.name, this.base, opts.credentials, opts.tokenRealms, opts.dispatcher, opts.timeouts.headers);
   }
 
   async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {
