@@ -4,12 +4,17 @@
 // connected to, what it allows is connected to at the address it checked.
 import assert from 'node:assert/strict';
 import type { LookupAddress } from 'node:dns';
+import { readFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
 import { AddressPolicy, AddressRefusedError, type AddressPolicyOptions } from '../../src/upstream/address-policy.ts';
 import { guardedConnector, type Resolve } from '../../src/upstream/guarded-connect.ts';
+import { removeDir, tempDir } from '../harness/tmp.ts';
+import { issueServerCert, makeTestCa } from '../harness/tls-certs.ts';
 
 interface Counted {
   server: Server;
@@ -58,11 +63,11 @@ function table(names: Record<string, string | (() => string)>, calls: string[] =
   };
 }
 
-async function attempt(policy: Partial<AddressPolicyOptions>, resolve: Resolve, url: string) {
+async function attempt(policy: Partial<AddressPolicyOptions>, resolve: Resolve, url: string, tls: { ca?: string } = {}) {
   const refused: AddressRefusedError[] = [];
   const opts = { upstreamHost: 'registry.test', allow: [], deny: [], ...policy };
   const agent = new Agent({
-    connect: guardedConnector({ connect: { timeout: 2_000 }, policy: new AddressPolicy(opts), upstreamHost: opts.upstreamHost, resolve, onRefused: (e) => refused.push(e) }),
+    connect: guardedConnector({ connect: { timeout: 2_000, ...tls }, policy: new AddressPolicy(opts), upstreamHost: opts.upstreamHost, resolve, onRefused: (e) => refused.push(e) }),
   });
   try {
     const res = await request(url, { dispatcher: agent });
@@ -136,5 +141,33 @@ describe('guarded connector', () => {
     const r = await attempt({}, table({ 'registry.test': '127.0.0.1' }), `http://nowhere.test:${port}/`);
     assert.equal(r.ok, false);
     assert.equal((r.err as NodeJS.ErrnoException).code, 'ENOTFOUND');
+  });
+
+  it('over TLS, verifies and names (SNI) the host it resolved, not the address it connected to', async () => {
+    const dir = await tempDir('archway-guarded-tls-');
+    const ca = await makeTestCa(dir);
+    const cert = await issueServerCert(ca, { dir, name: 'registry', commonName: 'registry.test', serialHex: '1f', ips: [], dnsNames: ['registry.test'] });
+    const names: Array<string | false | null> = [];
+    const server = createHttpsServer({ cert: await readFile(cert.certPath), key: await readFile(cert.keyPath) }, (req, res) => {
+      names.push((req.socket as TLSSocket).servername);
+      res.end('tls ok');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.2', () => resolve()));
+    const tlsPort = (server.address() as AddressInfo).port;
+    try {
+      const trust = { ca: await readFile(ca.certPath, 'utf8') };
+      const resolve = table({ 'registry.test': '127.0.0.2', 'other.test': '127.0.0.2' });
+      const good = await attempt({}, resolve, `https://registry.test:${tlsPort}/v2/`, trust);
+      assert.ok(good.ok, String(!good.ok && good.err));
+      assert.equal(good.body, 'tls ok');
+      assert.deepEqual(names, ['registry.test']);
+      const wrongName = await attempt({ allow: ['other.test'] }, resolve, `https://other.test:${tlsPort}/v2/`, trust);
+      assert.equal(wrongName.ok, false);
+      assert.equal((wrongName.err as NodeJS.ErrnoException).code, 'ERR_TLS_CERT_ALTNAME_INVALID');
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await removeDir(dir);
+    }
   });
 });
