@@ -79,7 +79,11 @@ export function upstreamReach(addresses: readonly string[]): UpstreamReach {
 }
 
 export interface AddressPolicyOptions {
-  /** The hostname of the upstream's configured url: the operator named it, so it is always allowed (network.deny aside). */
+  /**
+   * The hostname of the upstream's configured url: the operator named it, so it may be private or
+   * loopback; it may be link-local only when named by that very address (a name that resolves there
+   * is a poisoned or rebound DNS answer, not a registry).
+   */
   upstreamHost: string;
   /** `upstreams.<key>.allowRedirectsTo`: hostnames and CIDRs this upstream may send archway to. */
   allow: readonly string[];
@@ -89,7 +93,8 @@ export interface AddressPolicyOptions {
 
 /**
  * Which addresses one upstream's connections may go to: to the upstream's
- * own host; elsewhere (a redirect target, a token realm) only where the
+ * own host (but a metadata address only if the operator wrote that address
+ * as the url); elsewhere (a redirect target, a token realm) only where the
  * upstream could have sent its clients anyway: never to link-local or
  * reserved addresses and never further inside than the upstream itself
  * (public → private or loopback, private → loopback), unless
@@ -127,9 +132,10 @@ export class AddressPolicy {
       const ip = canonicalAddress(address);
       if (ip === undefined) return { allowed: false, address, reason: 'reserved' };
       if (this.deny.has(ip)) return { allowed: false, address, reason: 'network.deny' };
-      if (own || namedHost || this.allowCidrs.has(ip)) continue;
+      if (namedHost || this.allowCidrs.has(ip) || ip === this.upstreamHost) continue;
       const cls = classifyAddress(ip);
       if (cls === 'link-local' || cls === 'reserved') return { allowed: false, address, reason: cls };
+      if (own) continue;
       if (reach === undefined || REACH_RANK[cls] > REACH_RANK[reach]) return { allowed: false, address, reason: 'inward' };
     }
     return { allowed: true };

@@ -103,13 +103,21 @@ describe('address policy', () => {
     assert.equal(none.check('cdn.example', ['8.8.8.8'], undefined).allowed, false);
   });
 
-  it('always allows the upstream its own host, whatever it resolves to', () => {
+  it('allows the upstream its own host at any private or loopback address, a metadata address only if named by it', () => {
     assert.ok(none.isUpstreamHost('registry.example'));
     assert.ok(none.isUpstreamHost('Registry.Example.'));
     assert.ok(!none.isUpstreamHost('cdn.example'));
-    assert.deepEqual(none.check('registry.example', ['10.0.0.1', '169.254.169.254'], undefined), { allowed: true });
+    assert.deepEqual(none.check('registry.example', ['10.0.0.1', '127.0.0.1', 'fd00::1', '8.8.8.8'], undefined), { allowed: true });
+    // A registry name resolving to the metadata service is a rebound or poisoned answer.
+    assert.deepEqual(none.check('registry.example', ['10.0.0.1', '169.254.169.254'], undefined), { allowed: false, address: '169.254.169.254', reason: 'link-local' });
     const literal = new AddressPolicy({ upstreamHost: '[FD00::1]', allow: [], deny: [] });
     assert.ok(literal.isUpstreamHost('fd00::1'));
+    const linkLocal = new AddressPolicy({ upstreamHost: '169.254.10.20', allow: [], deny: [] });
+    assert.deepEqual(linkLocal.check('169.254.10.20', ['169.254.10.20'], undefined), { allowed: true });
+    assert.equal(linkLocal.check('cdn.example', ['169.254.10.20'], 'private').allowed, true, 'the address the operator named is allowed whoever leads there');
+    assert.equal(linkLocal.check('cdn.example', ['169.254.169.254'], 'private').allowed, false);
+    const listed = new AddressPolicy({ upstreamHost: 'registry.example', allow: ['registry.example'], deny: [] });
+    assert.deepEqual(listed.check('registry.example', ['169.254.169.254'], undefined), { allowed: true });
   });
 
   it('allowRedirectsTo opens hosts and CIDRs, and nothing else', () => {
