@@ -72,7 +72,8 @@ interface SendOptions {
  * The registry API of one upstream, as archway needs it. Knows auth, timeouts
  * and error mapping; knows nothing of caching. Redirects (blob GETs to a CDN)
  * are followed by the dispatcher's redirect interceptor, which drops
- * Authorization when the origin changes.
+ * Authorization when the origin changes; where they (and token realms) may
+ * lead is the dispatcher's address policy (see Dispatchers).
  */
 export class UpstreamClient {
   readonly name: string;

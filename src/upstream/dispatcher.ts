@@ -5,7 +5,7 @@ import { ConfigError } from '../config/load.ts';
 import type { Config, UpstreamConfig } from '../config/schema.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { AddressPolicy } from './address-policy.ts';
-import { guardedConnector, type Resolve } from './guarded-connect.ts';
+import { guardedConnector } from './guarded-connect.ts';
 
 /** Docker Hub sends one redirect per blob; a few more allow a CDN hop. More is a loop. */
 const MAX_REDIRECTS = 5;
@@ -13,8 +13,6 @@ const MAX_REDIRECTS = 5;
 export interface DispatchersOptions {
   logger: Logger;
   metrics: Metrics;
-  /** See GuardedConnectorOptions.resolve. */
-  resolve?: Resolve;
 }
 
 /**
@@ -45,7 +43,6 @@ export class Dispatchers {
       connect: { timeout: t.connect, ...tls },
       policy,
       upstreamHost,
-      ...(this.opts.resolve ? { resolve: this.opts.resolve } : {}),
       onRefused: (err) => {
         this.opts.metrics.upstreamConnectionsRefused.inc({ upstream: name, reason: err.reason });
         // The host, never the URL: a redirect's query may be a presigned credential.
