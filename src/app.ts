@@ -78,7 +78,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   const { blobs: blobStore, manifests: manifestStore, tags: tagStore, confirmations, coordinator } = stores;
 
   const storage = new StorageHealth(metrics, logger);
-  const dispatchers = new Dispatchers(config);
+  const dispatchers = new Dispatchers(config, { logger, metrics });
   const upstreams = new Map<string, RouterUpstream>();
   for (const [name, upstream] of Object.entries(config.upstreams)) {
     const credentials = resolveCredentials(name, upstream);
@@ -86,6 +86,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       name,
       url: upstream.url,
       credentials,
+      tokenRealms: upstream.tokenRealms,
       isolated: upstream.repositoryIsolation ?? credentials !== undefined,
       namespace: upstream.sendNamespace ? name : undefined,
       dispatcher: dispatchers.for(name, upstream),

@@ -42,6 +42,9 @@ const cidr = z.string().refine(
   { message: 'must be an IP address or CIDR, e.g. 10.0.0.0/8' },
 );
 
+/** A host name as it appears in a URL (lower case, no port), e.g. cdn.example.com. */
+const hostname = z.string().regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/, 'must be a host name, e.g. cdn.example.com');
+
 const regex = z.string().refine(
   (v) => {
     try {
@@ -97,6 +100,17 @@ const upstream = z
      * send `?ns=<this key>` with every request so it routes them, as containerd does with mirrors.
      */
     sendNamespace: z.boolean().default(false),
+    /**
+     * Hosts (cdn.example.com) or CIDRs this upstream may send archway to by a redirect or a token realm,
+     * beyond the default: never link-local/metadata addresses, never further inside than the upstream
+     * itself (a public upstream to a private or loopback address). network.deny still wins.
+     */
+    allowRedirectsTo: z.array(z.union([cidr, hostname], { error: 'must be a host name or a CIDR' })).default([]),
+    /**
+     * Token realm hosts besides the registry's own that may receive the username and password
+     * (Docker Hub's auth.docker.io is known): credentials never go to a host the upstream merely names.
+     */
+    tokenRealms: z.array(z.string().regex(/^[a-z0-9.-]+(?::\d+)?$/, 'token realms are hosts, e.g. auth.example.com')).default([]),
     /** Other names clients use for this registry (docker.io: index.docker.io, registry-1.docker.io). */
     aliases: z.array(z.string().regex(/^[a-z0-9.-]+(?::\d+)?$/, 'aliases are registry hosts')).default([]),
   })
@@ -204,6 +218,16 @@ export const configSchema = z
         body: duration.default(5 * 60_000),
         /** The slowest average rate a blob body may arrive at, past `body`, in bytes per second. */
         bodyMinRate: size.default(256 * 1024),
+      })
+      .strict()
+      .prefault({}),
+    network: z
+      .object({
+        /**
+         * CIDRs archway never connects to, whoever sends it there (an upstream's own host included):
+         * the operator's last word over defaults and allowRedirectsTo, e.g. the cluster's service range.
+         */
+        deny: z.array(cidr).default([]),
       })
       .strict()
       .prefault({}),

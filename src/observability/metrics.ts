@@ -41,6 +41,12 @@ export function createMetrics() {
       buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers: [registry],
     }),
+    upstreamConnectionsRefused: new Counter({
+      name: 'archway_upstream_connections_refused_total',
+      help: 'Connections to an upstream, a redirect target or a token realm refused by the network policy, by upstream and reason',
+      labelNames: ['upstream', 'reason'] as const,
+      registers: [registry],
+    }),
     upstreamInFlight: new Gauge({
       name: 'archway_upstream_inflight_requests',
       help: 'Upstream requests under way',

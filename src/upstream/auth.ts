@@ -23,6 +23,15 @@ const EXPIRY_MARGIN_S = 10;
 const MAX_TOKEN_RESPONSE = 64 * 1024;
 
 /**
+ * Token services that live on another host than their registry and belong
+ * to it, so configured credentials keep working without a tokenRealms entry.
+ */
+const KNOWN_TOKEN_REALMS: Readonly<Record<string, readonly string[]>> = {
+  'registry-1.docker.io': ['auth.docker.io'],
+  'index.docker.io': ['auth.docker.io'],
+};
+
+/**
  * Authorization for one upstream, as Docker Hub and distribution's token auth
  * define it: the first 401 tells the scheme (and for Bearer the realm and
  * service); archway then fetches a token per scope, anonymously or with the
@@ -34,15 +43,18 @@ export class UpstreamAuth {
   private bearer: BearerRealm | undefined;
   private readonly tokens: LRUCache<string, string>;
   private readonly pending = new Map<string, Promise<string>>();
+  private readonly credentialRealms: ReadonlySet<string>;
 
   constructor(
     private readonly upstream: string,
     private readonly upstreamUrl: URL,
     private readonly credentials: Credentials | undefined,
+    tokenRealms: readonly string[],
     private readonly dispatcher: Dispatcher,
     private readonly timeoutMs: number,
   ) {
     this.tokens = new LRUCache<string, string>({ max: 1000, ttlAutopurge: false });
+    this.credentialRealms = new Set([upstreamUrl.hostname, ...(KNOWN_TOKEN_REALMS[upstreamUrl.hostname] ?? []), ...tokenRealms]);
   }
 
   /** The Authorization header for a request in `scope`, if the upstream has asked for one. */
@@ -108,8 +120,15 @@ export class UpstreamAuth {
     if (scope) url.searchParams.set('scope', scope);
     const headers: Record<string, string> = { 'user-agent': 'archway' };
     const basic = this.basicHeader();
-    // Credentials go to the realm the upstream named, as every registry client does, but
-    // never in clear text when the upstream itself is reached over TLS.
+    // The realm is whatever the upstream's challenge names: a compromised upstream, or anyone
+    // in the middle of an http:// one, could name its own. Credentials go only to the registry's
+    // host (any port: the same machine and operator) or a realm the operator listed, and never
+    // in clear text when the upstream itself is reached over TLS.
+    if (basic && !this.credentialRealms.has(url.hostname) && !this.credentialRealms.has(url.host)) {
+      throw badUpstream(this.upstream, `token realm ${url.host} is not the registry's host; credentials not sent (list it in upstreams.${this.upstream}.tokenRealms)`, {
+        realm: url.host,
+      });
+    }
     if (basic && url.protocol === 'http:' && this.upstreamUrl.protocol === 'https:') {
       throw badUpstream(this.upstream, `token realm ${url.origin} is not HTTPS; credentials not sent`);
     }

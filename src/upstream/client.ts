@@ -20,6 +20,8 @@ export interface UpstreamOptions {
   name: string;
   url: string;
   credentials: Credentials | undefined;
+  /** Token realm hosts besides the registry's own that may receive the credentials (`upstreams.<key>.tokenRealms`). */
+  tokenRealms: readonly string[];
   dispatcher: Dispatcher;
   /** `body`: the deadline of a whole non-blob answer (a blob's is the fill's, scaled by its size). */
   timeouts: { headers: number; bodyIdle: number; body: number };
@@ -71,7 +73,8 @@ interface SendOptions {
  * The registry API of one upstream, as archway needs it. Knows auth, timeouts
  * and error mapping; knows nothing of caching. Redirects (blob GETs to a CDN)
  * are followed by the dispatcher's redirect interceptor, which drops
- * Authorization when the origin changes.
+ * Authorization when the origin changes; where they (and token realms) may
+ * lead is the dispatcher's address policy (see Dispatchers).
  */
 export class UpstreamClient {
   readonly name: string;
@@ -87,7 +90,7 @@ export class UpstreamClient {
     // Userinfo in the URL would be sent on every request: keep it out, use username/password.
     this.base.username = '';
     this.base.password = '';
-    this.auth = new UpstreamAuth(opts.name, this.base, opts.credentials, opts.dispatcher, opts.timeouts.headers);
+    this.auth = new UpstreamAuth(opts.name, this.base, opts.credentials, opts.tokenRealms, opts.dispatcher, opts.timeouts.headers);
   }
 
   async getManifest(repository: string, reference: string, signal?: AbortSignal): Promise<FetchedManifest> {

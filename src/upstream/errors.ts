@@ -1,5 +1,6 @@
 import { errors as undiciErrors } from 'undici';
 import { RegistryError, type ErrorCode } from '../errors.ts';
+import { AddressRefusedError } from './address-policy.ts';
 
 /** What was being fetched, to choose the right "unknown" code for a 404. */
 export type FetchKind = 'manifest' | 'blob' | 'tags' | 'referrers' | 'token';
@@ -46,6 +47,12 @@ export function upstreamStatusError(
 /** Map a transport failure (refused, reset, timeout) to 502/504. */
 export function upstreamTransportError(upstream: string, err: unknown): RegistryError {
   if (err instanceof RegistryError) return err;
+  if (err instanceof AddressRefusedError) {
+    // Which host was refused is in the log line the connector wrote; the client learns the rule, not the address.
+    return err.redirected
+      ? badUpstream(upstream, 'a redirect or token realm leads to an address archway does not connect to', { refused: err.reason })
+      : badUpstream(upstream, 'its address is in network.deny', { refused: err.reason });
+  }
   // undici's redirect interceptor refuses to revisit a URL.
   if (err instanceof undiciErrors.InvalidArgumentError && /redirect loop/i.test(err.message)) return badUpstream(upstream, 'redirect loop');
   const timeout =

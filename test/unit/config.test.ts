@@ -29,6 +29,29 @@ describe('configuration', () => {
     assert.deepEqual(c.server.ports, [5001]);
   });
 
+  it('reads where upstreams may send archway: network.deny, allowRedirectsTo, tokenRealms', () => {
+    const plain = parseConfig(minimal);
+    assert.deepEqual(plain.network.deny, []);
+    assert.deepEqual(plain.upstreams['docker.io']?.allowRedirectsTo, []);
+    assert.deepEqual(plain.upstreams['docker.io']?.tokenRealms, []);
+    const c = parseConfig({
+      ...minimal,
+      network: { deny: ['10.96.0.0/12', 'fd00::/8', '192.0.2.7'] },
+      upstreams: { 'docker.io': { url: 'https://registry-1.docker.io', allowRedirectsTo: ['cdn.internal.example', '10.20.0.0/16'], tokenRealms: ['auth.example:8443'] } },
+    });
+    assert.deepEqual(c.network.deny, ['10.96.0.0/12', 'fd00::/8', '192.0.2.7']);
+    assert.deepEqual(c.upstreams['docker.io']?.allowRedirectsTo, ['cdn.internal.example', '10.20.0.0/16']);
+    assert.deepEqual(c.upstreams['docker.io']?.tokenRealms, ['auth.example:8443']);
+    const wrong: Array<[unknown, RegExp]> = [
+      [{ ...minimal, network: { deny: ['10.0.0.0/33'] } }, /network\.deny\.0: must be an IP address or CIDR/],
+      [{ ...minimal, upstreams: { 'docker.io': { url: 'https://x', allowRedirectsTo: ['http://cdn.example/'] } } }, /upstreams\.docker\.io\.allowRedirectsTo\.0/],
+      [{ ...minimal, upstreams: { 'docker.io': { url: 'https://x', tokenRealms: ['https://auth.example/token'] } } }, /upstreams\.docker\.io\.tokenRealms\.0: token realms are hosts/],
+    ];
+    for (const [raw, message] of wrong) {
+      assert.throws(() => parseConfig(raw), (err: unknown) => err instanceof ConfigError && message.test(err.message), String(message));
+    }
+  });
+
   it('ships a default config that loads: port 5000, Docker Hub, ./data', () => {
     const c = loadConfigFile('config/default.yaml');
     assert.equal(c.server.port, 5000);
