@@ -1,5 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
+import type { VerifyOutcome } from './blob-store.ts';
 import { HashingCheck, TrustedCheck, type DamagedBlobError, type ReadCheck, type StoredCopy } from './read-check.ts';
 
 /**
@@ -22,6 +23,7 @@ interface OpenCopy extends StoredCopy {
 export class BlobTrust {
   private readonly verified = new LRUCache<Digest, true>({ max: MAX_TRUSTED });
   private readonly open = new Map<Digest, OpenCopy>();
+  private readonly verifying = new Map<Digest, Promise<VerifyOutcome>>();
 
   constructor(private readonly onDamaged: (err: DamagedBlobError) => void) {}
 
@@ -49,6 +51,16 @@ export class BlobTrust {
       if (--current.readers === 0 && this.open.get(digest) === current) this.open.delete(digest);
     };
     return { check, done };
+  }
+
+  /** One whole verification at a time per digest: parallel range requests of a new blob wait for the same one. */
+  verifyOnce(digest: Digest, verify: () => Promise<VerifyOutcome>): Promise<VerifyOutcome> {
+    let running = this.verifying.get(digest);
+    if (!running) {
+      running = verify().finally(() => this.verifying.delete(digest));
+      this.verifying.set(digest, running);
+    }
+    return running;
   }
 
   /** The stored copy is bad: every read of it is cut before its last byte, and it is trusted no more. */

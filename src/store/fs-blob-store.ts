@@ -149,21 +149,26 @@ export class FsBlobStore implements BlobStore {
   async open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined> {
     // A range cannot be checked against the digest alone: the whole copy is verified first
     // (once per process; a damaged one is removed and this becomes a miss, fetched again).
-    if (range && !this.trust.isTrusted(digest) && (await this.verify(digest)) !== 'intact') return undefined;
-    return this.openBody(digest, range, !range && !this.trust.isTrusted(digest));
+    if (range && !this.trust.isTrusted(digest) && (await this.trust.verifyOnce(digest, () => this.verify(digest))) !== 'intact') return undefined;
+    return this.openBody(digest, range, 'serve');
   }
 
   async verify(digest: Digest, pace?: ReadPace): Promise<VerifyOutcome> {
-    const read = await this.openBody(digest, undefined, true);
+    const read = await this.openBody(digest, undefined, 'verify');
     return read ? readThrough(read.stream, pace) : 'gone';
   }
 
-  /** A read of the stored copy, checked (`hash`: verifying it) before its last byte. */
-  private async openBody(digest: Digest, range: ByteRange | undefined, hash: boolean): Promise<BlobRead | undefined> {
+  /**
+   * A read of the stored copy, checked before its last byte: `serve` hashes a whole read of a
+   * copy not trusted yet and counts as a use; `verify` always hashes and leaves the LRU order
+   * alone (a scrub must not make every blob look recently used).
+   */
+  private async openBody(digest: Digest, range: ByteRange | undefined, purpose: 'serve' | 'verify'): Promise<BlobRead | undefined> {
     const size = await this.lookup(digest);
     if (size === undefined) return undefined;
+    const serve = purpose === 'serve';
     this.index.pin(digest);
-    this.index.touch(digest);
+    if (serve) this.index.touch(digest);
     const path = this.path(digest);
     let handle: FileHandle;
     try {
@@ -177,13 +182,13 @@ export class FsBlobStore implements BlobStore {
       }
       throw err;
     }
-    const { check, done } = this.trust.begin(digest, hash);
+    const { check, done } = this.trust.begin(digest, serve ? !range && !this.trust.isTrusted(digest) : true);
     const stream = new FileBody(handle, range?.start ?? 0, range ? range.end + 1 : size, this.readBuffers, check);
     stream.once('close', () => {
       done();
       this.release(digest);
     });
-    this.touchFile(digest, path);
+    if (serve) this.touchFile(digest, path);
     return { size, stream };
   }
 

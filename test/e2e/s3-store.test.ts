@@ -14,10 +14,9 @@ import { parseConfig } from '../../src/config/load.ts';
 import { connectRedis } from '../../src/coordination/redis.ts';
 import { digestOf, type Digest } from '../../src/oci/digest.ts';
 import { RedisBlobIndex } from '../../src/coordination/redis-blob-index.ts';
-import { DamagedBlobError } from '../../src/store/read-check.ts';
 import { S3BlobStore, blobObjectKey } from '../../src/store/s3/s3-blob-store.ts';
 import { S3Bucket } from '../../src/store/s3/s3-bucket.ts';
-import { blobStoreContract } from '../store/blob-store.contract.ts';
+import { blobStoreContract, flipped } from '../store/blob-store.contract.ts';
 import { startArchway } from '../harness/archway.ts';
 import { http } from '../harness/http.ts';
 import { startRedis, type RedisHandle } from '../harness/redis.ts';
@@ -41,7 +40,7 @@ after(async () => {
 });
 
 for (const shared of [false, true]) {
-  blobStoreContract(shared ? 's3 with a Redis index' : 's3', async ({ maxSize }) => {
+  blobStoreContract(shared ? 's3 with a Redis index' : 's3', async ({ maxSize, onDamaged }) => {
     // Each test its own prefix in the bucket (and its own Redis database keys, flushed first).
     const prefix = `${randomUUID()}/`;
     const tmp = await tempDir('archway-s3-store-');
@@ -53,11 +52,17 @@ for (const shared of [false, true]) {
       await redis.flushdb();
     }
     const open = async () => {
-      const store = new S3BlobStore({ bucket, tmpDir: tmp, maxSize, logger, shared: redis ? new RedisBlobIndex(redis) : undefined });
+      const store = new S3BlobStore({ bucket, tmpDir: tmp, maxSize, logger, shared: redis ? new RedisBlobIndex(redis) : undefined, onDamaged });
       await store.init();
       return store;
     };
-    return { store: await open(), reopen: open, cleanup: () => removeDir(tmp) };
+    return {
+      store: await open(),
+      reopen: open,
+      damage: async (digest) => bucket.putBuffer(blobObjectKey(digest), flipped((await bucket.getBuffer(blobObjectKey(digest))) as Buffer)),
+      stored: async (digest) => (await bucket.size(blobObjectKey(digest))) !== undefined,
+      cleanup: () => removeDir(tmp),
+    };
   });
 }
 
@@ -133,66 +138,26 @@ describe('blobs served from the bucket', () => {
 });
 
 describe('damaged objects in the bucket', () => {
-  async function readAll(stream: NodeJS.ReadableStream): Promise<{ bytes: number; error?: unknown }> {
-    let bytes = 0;
-    try {
-      for await (const c of stream) bytes += (c as Buffer).length;
-      return { bytes };
-    } catch (error) {
-      return { bytes, error };
-    }
-  }
-
-  async function committed(store: S3BlobStore, bytes: Buffer): Promise<Digest> {
-    const path = store.tempPath();
-    await writeFile(path, bytes);
-    const digest = digestOf(bytes);
-    await store.commitFile(path, { digest, size: bytes.length });
-    return digest;
-  }
-
-  it('are cut before their last byte and deleted (changed bytes), or a miss and deleted (wrong size, or a range of one not verified yet)', async () => {
+  // Changed bytes and ranges are in the contract above; this is what only an object store shows.
+  it('an object whose size is not the blob\'s is a miss (fetched again), deleted and counted', async () => {
     const bucket = new S3Bucket(s3Config(`${randomUUID()}/`));
     const tmp = await tempDir('archway-s3-damage-');
-    const damaged: string[] = [];
+    const damaged: Digest[] = [];
     const store = new S3BlobStore({ bucket, tmpDir: tmp, maxSize: 1 << 30, logger, onDamaged: (d) => damaged.push(d) });
     await store.init();
-    const flipped = (b: Buffer) => {
-      const c = Buffer.from(b);
-      c[1000] = (c[1000] as number) ^ 0x01;
-      return c;
-    };
     try {
-      // Same size, one byte changed: only the digest tells; the read ends in an error, short.
-      const a = randomBytes(300_000);
-      const aDigest = await committed(store, a);
-      await bucket.putBuffer(blobObjectKey(aDigest), flipped(a));
-      const read = await store.open(aDigest);
-      assert.ok(read);
-      const got = await readAll(read.stream);
-      assert.ok(got.error instanceof DamagedBlobError, 'cut with an error');
-      assert.ok(got.bytes < a.length, `short: ${got.bytes} of ${a.length}`);
-      // Shorter than the blob: found at open, before any byte, so it is a miss (fetched again upstream).
-      const b = randomBytes(200_000);
-      const bDigest = await committed(store, b);
-      await bucket.putBuffer(blobObjectKey(bDigest), b.subarray(0, 1000));
-      assert.equal(await store.open(bDigest), undefined);
-      // A range of an object not verified here: the whole object is checked first.
-      const c = randomBytes(100_000);
-      const cDigest = await committed(store, c);
-      await bucket.putBuffer(blobObjectKey(cDigest), flipped(c));
-      assert.equal(await store.open(cDigest, { start: 0, end: 9 }), undefined);
-      for (const digest of [aDigest, bDigest, cDigest]) {
-        for (let i = 0; i < 100 && (await bucket.size(blobObjectKey(digest))) !== undefined; i++) await new Promise((r) => setTimeout(r, 20));
-        assert.equal(await bucket.size(blobObjectKey(digest)), undefined, `${digest} deleted from the bucket`);
-        assert.equal(await store.stat(digest), undefined);
-      }
-      assert.deepEqual(damaged.sort(), [aDigest, bDigest, cDigest].sort(), 'each counted once');
-      // An intact one is served whole, and verifies.
-      const d = randomBytes(50_000);
-      const dDigest = await committed(store, d);
-      assert.equal((await readAll((await store.open(dDigest))!.stream)).bytes, d.length);
-      assert.equal(await store.verify(dDigest), 'intact');
+      const bytes = randomBytes(200_000);
+      const digest = digestOf(bytes);
+      const path = store.tempPath();
+      await writeFile(path, bytes);
+      await store.commitFile(path, { digest, size: bytes.length });
+      await bucket.putBuffer(blobObjectKey(digest), bytes.subarray(0, 1000));
+      // Found at open, before any byte went out.
+      assert.equal(await store.open(digest), undefined);
+      assert.deepEqual(damaged, [digest]);
+      for (let i = 0; i < 100 && (await bucket.size(blobObjectKey(digest))) !== undefined; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(await bucket.size(blobObjectKey(digest)), undefined, 'deleted from the bucket');
+      assert.equal(await store.stat(digest), undefined);
     } finally {
       await store.close();
       await removeDir(tmp);

@@ -140,20 +140,22 @@ export class S3BlobStore implements BlobStore {
    */
   async open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined> {
     // A range alone proves nothing: the whole object is verified first, once per process.
-    if (range && !this.trust.isTrusted(digest) && (await this.verify(digest)) !== 'intact') return undefined;
-    return this.openChecked(digest, range, !range && !this.trust.isTrusted(digest));
+    if (range && !this.trust.isTrusted(digest) && (await this.trust.verifyOnce(digest, () => this.verify(digest))) !== 'intact') return undefined;
+    return this.openChecked(digest, range, 'serve');
   }
 
   async verify(digest: Digest, pace?: ReadPace): Promise<VerifyOutcome> {
-    const read = await this.openChecked(digest, undefined, true);
+    const read = await this.openChecked(digest, undefined, 'verify');
     return read ? readThrough(read.stream, pace) : 'gone';
   }
 
-  private async openChecked(digest: Digest, range: ByteRange | undefined, hash: boolean): Promise<BlobRead | undefined> {
+  /** `serve` hashes a whole read of an object not trusted yet and counts as a use; `verify` always hashes, and leaves the LRU order alone. */
+  private async openChecked(digest: Digest, range: ByteRange | undefined, purpose: 'serve' | 'verify'): Promise<BlobRead | undefined> {
     const size = await this.lookup(digest);
     if (size === undefined) return undefined;
+    const serve = purpose === 'serve';
     this.local.pin(digest);
-    this.local.touch(digest);
+    if (serve) this.local.touch(digest);
     let object: { body: Readable; size: number | undefined } | undefined;
     try {
       object = await this.opts.bucket.get(this.key(digest), range);
@@ -175,7 +177,7 @@ export class S3BlobStore implements BlobStore {
       await this.removeDamaged({ digest, reason: `the stored object has ${object.size} bytes, not ${size}` });
       return undefined;
     }
-    const { check, done } = this.trust.begin(digest, hash);
+    const { check, done } = this.trust.begin(digest, serve ? !range && !this.trust.isTrusted(digest) : true);
     const stream = new CheckedStream(range ? range.end - range.start + 1 : size, check);
     // Either side ending ends both: a client that hangs up stops the GET, a failed GET cuts the client.
     pipeline(object.body, stream, () => undefined);
@@ -183,7 +185,7 @@ export class S3BlobStore implements BlobStore {
       done();
       this.release(digest);
     });
-    this.opts.shared?.touch(digest);
+    if (serve) this.opts.shared?.touch(digest);
     return { size, stream };
   }
 
