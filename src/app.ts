@@ -73,12 +73,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   const logger = opts.logger ?? pino({ level: config.log.level });
   const metrics = createMetrics();
 
-  const stores = await createStores(
-    config,
-    logger,
-    () => metrics.evictions.inc(),
-    () => metrics.damagedBlobs.inc(),
-  );
+  const stores = await createStores(config, logger, () => metrics.evictions.inc(), () => metrics.damagedBlobs.inc());
   const { blobs: blobStore, manifests: manifestStore, tags: tagStore, confirmations, coordinator } = stores;
 
   const storage = new StorageHealth(metrics, logger);
