@@ -188,6 +188,7 @@ describe('a cached blob rotted on disk', () => {
   });
 });
 
+// On the cache the tests above left: layers 0 and 1 healed, 2 and 3 never rotted yet.
 describe('cache.scrub', () => {
   let archway: ArchwayProcess | undefined;
   after(async () => {
