@@ -25,6 +25,7 @@ import { RepositoryAccess } from './registry/repository-access.ts';
 import { PlatformPolicy } from './platform/policy.ts';
 import { Router, type RouterUpstream } from './routing/router.ts';
 import { BlobFills } from './store/blob-fills.ts';
+import { BlobScrubber } from './store/blob-scrubber.ts';
 import { createStores } from './store/stores.ts';
 import { StorageHealth } from './store/storage-health.ts';
 import { UpstreamClient } from './upstream/client.ts';
@@ -74,10 +75,13 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   const logger = opts.logger ?? pino({ level: config.log.level });
   const metrics = createMetrics();
 
-  const stores = await createStores(config, logger, () => metrics.evictions.inc());
+  const stores = await createStores(config, logger, () => metrics.evictions.inc(), () => metrics.damagedBlobs.inc());
   const { blobs: blobStore, manifests: manifestStore, tags: tagStore, confirmations, coordinator } = stores;
 
   const storage = new StorageHealth(metrics, logger);
+  const scrubber = config.cache.scrub
+    ? new BlobScrubber({ store: blobStore, periodMs: config.cache.scrub, bytesPerSecond: config.cache.scrubRate, logger, onBytes: (n) => metrics.scrubbedBytes.inc(n) })
+    : undefined;
   const dispatchers = new Dispatchers(config, { logger, metrics });
   const upstreams = new Map<string, RouterUpstream>();
   for (const [name, upstream] of Object.entries(config.upstreams)) {
@@ -182,6 +186,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     },
   });
   await app.ready();
+  scrubber?.start();
   const extraServers = config.server.ports.map((port) => ({ port, server: createListener(handler as RequestListener, config.server.tls) }));
   const scheme = config.server.tls ? 'https' : 'http';
   for (const server of [app.server, ...extraServers.map((e) => e.server)]) refuseConnect(server);
@@ -216,6 +221,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
         clearTimeout(timer);
       }
       jobs.stop();
+      await scrubber?.stop();
       await fills.cancelAll();
       await dispatchers.close();
       // Fills released their leases above; now the shared services can go.

@@ -199,6 +199,14 @@ export const configSchema = z
          */
         maxBlobSize: size.optional(),
         tagTtl: duration.default(5 * 60_000),
+        /**
+         * Re-verify every cached blob once per this period, in the background (off when absent):
+         * reads verify a blob once per process, a scrub finds rot in blobs nobody asks for, or
+         * asked for long ago. At least 1 s; a full pass may take longer than the period (scrubRate).
+         */
+        scrub: duration.pipe(z.number().min(1000, 'must be at least 1s')).optional(),
+        /** Bytes per second a scrub reads at most: it must not take the disk from clients. */
+        scrubRate: size.pipe(z.number().min(64 * 1024, 'must be at least 64KiB (per second)')).default(32 * 1024 ** 2),
       })
       .strict()
       .prefault({}),

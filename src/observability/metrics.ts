@@ -114,6 +114,16 @@ export function createMetrics() {
       help: '1 while the cache disk refuses writes and archway serves without caching',
       registers: [registry],
     }),
+    damagedBlobs: new Counter({
+      name: 'archway_cache_damaged_blobs_total',
+      help: 'Cached blobs whose stored bytes did not match their digest (or size), found by a read or a scrub; removed and fetched again on the next request',
+      registers: [registry],
+    }),
+    scrubbedBytes: new Counter({
+      name: 'archway_cache_scrubbed_bytes_total',
+      help: 'Bytes of cached blobs re-read and hashed by the background scrub (cache.scrub)',
+      registers: [registry],
+    }),
     evictions: new Counter({
       name: 'archway_cache_evictions_total',
       help: 'Blobs evicted to stay under cache.maxSize',

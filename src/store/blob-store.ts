@@ -38,6 +38,11 @@ export interface SpaceReservation {
   /** Give the room back (the file is gone, or became an entry). */
   release(): void;
 }
+/** What re-reading a stored blob whole found: its copy was removed when damaged. */
+export type VerifyOutcome = 'intact' | 'damaged' | 'gone';
+
+/** Awaited after each chunk a verification reads: a background pass sleeps here to keep its rate. */
+export type ReadPace = (bytes: number) => Promise<void>;
 
 export interface BlobRead {
   size: number;
@@ -60,7 +65,11 @@ export interface BlobStore {
   stat(digest: Digest): Promise<BlobInfo | undefined>;
   /**
    * Open for reading. The blob cannot be evicted until the stream closes.
-   * Undefined when the blob is not (or no longer) there.
+   * Undefined when the blob is not (or no longer) there. The first whole read
+   * of a blob in a process verifies it (the last byte waits for its digest); a
+   * damaged copy cuts the stream with an error and is removed. A range of a
+   * blob not yet verified here is answered after verifying the whole copy
+   * (undefined, a miss, if it is damaged).
    */
   open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined>;
   /** A fresh path for a file that will be handed to commitFile, on the same filesystem. */
@@ -85,6 +94,8 @@ export interface BlobStore {
   redirectUrl?(digest: Digest): Promise<string | undefined>;
   /** Release timers and flush shared state at shutdown (stores that have any). */
   close?(): Promise<void>;
+  /** Re-read the whole stored copy and check its digest, whatever this process trusts; a damaged copy is removed. */
+  verify(digest: Digest, pace?: ReadPace): Promise<VerifyOutcome>;
   /** Everything cached, once indexing is complete. */
   list(): AsyncIterable<BlobInfo>;
   usage(): { bytes: number; count: number };

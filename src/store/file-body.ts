@@ -1,6 +1,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { Readable, type Writable } from 'node:stream';
 import type { BufferPool } from '../util/buffer-pool.ts';
+import type { ReadCheck } from './read-check.ts';
 
 /**
  * A byte range of a cached blob file. Readable like any stream (for the
@@ -8,6 +9,10 @@ import type { BufferPool } from '../util/buffer-pool.ts';
  * for the HTTP answer, `writeTo`, that reads into two recycled buffers: one
  * is being written to the socket while the next chunk is read into the other.
  * The handle is closed and 'close' emitted once, however it ends.
+ *
+ * With a `check`, every chunk is shown to it and the chunk holding the last
+ * byte is handed on only if its verdict is good: a copy that does not match
+ * its digest (or ends early) is cut, never passed on as complete.
  */
 export class FileBody extends Readable {
   /** Bytes read from the file so far (both paths), for the served-bytes metric. */
@@ -20,6 +25,7 @@ export class FileBody extends Readable {
     /** Exclusive. */
     private readonly end: number,
     private readonly pool: BufferPool,
+    private readonly check?: ReadCheck,
   ) {
     super({ highWaterMark: pool.bufferSize });
     this.position = start;
@@ -89,9 +95,18 @@ export class FileBody extends Readable {
   private async readChunk(buffer: Buffer, length: number): Promise<number> {
     const { bytesRead } = await this.handle.read(buffer, 0, length, this.position);
     // The index says the file is longer: it was truncated behind our back.
-    if (bytesRead === 0) throw new Error(`cached blob file ended at byte ${this.position} of ${this.end}`);
+    if (bytesRead === 0) {
+      const reason = `the file ended at byte ${this.position} of ${this.end}`;
+      throw this.check ? this.check.damaged(reason) : new Error(`cached blob ${reason}`);
+    }
     this.position += bytesRead;
     this.bytesRead += bytesRead;
+    if (this.check) {
+      this.check.update(buffer.subarray(0, bytesRead));
+      // The last chunk is still here, not yet handed on: this is where a bad copy is held back.
+      const bad = this.position >= this.end ? this.check.verdict() : undefined;
+      if (bad !== undefined) throw this.check.damaged(bad);
+    }
     return bytesRead;
   }
 }

@@ -4,10 +4,12 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../oci/digest.ts';
 import { BufferPool } from '../util/buffer-pool.ts';
-import type { BlobInfo, BlobRead, BlobStore, ByteRange, SpaceReservation } from './blob-store.ts';
+import type { BlobInfo, BlobRead, BlobStore, ByteRange, ReadPace, SpaceReservation, VerifyOutcome } from './blob-store.ts';
 import { BackgroundIndexing } from './background-indexing.ts';
+import { BlobTrust } from './blob-trust.ts';
 import { DiskBudget, isRecordKey } from './disk-budget.ts';
 import { FileBody } from './file-body.ts';
+import { readThrough, type DamagedBlobError } from './read-check.ts';
 
 /**
  * Reads of cached blobs: 256 KiB chunks through recycled buffers held the
@@ -28,6 +30,8 @@ export interface FsBlobStoreOptions {
   maxSize: number;
   logger: Logger;
   onEvict?: (info: BlobInfo) => void;
+  /** A stored copy was found damaged (and removed): for the metric. */
+  onDamaged?: (digest: Digest) => void;
 }
 
 async function subdirectories(dir: string): Promise<string[]> {
@@ -55,6 +59,7 @@ export class FsBlobStore implements BlobStore {
   private readonly readBuffers = new BufferPool(READ_CHUNK_BYTES, IDLE_READ_BUFFERS);
   private readonly lastTouch = new Map<Digest, number>();
   private readonly indexing = new BackgroundIndexing<Digest>();
+  private readonly trust = new BlobTrust((err) => void this.removeDamaged(err));
   private indexed: Promise<void> = Promise.resolve();
   private readonly blobsDir: string;
   private readonly tmpDir: string;
@@ -148,10 +153,28 @@ export class FsBlobStore implements BlobStore {
   }
 
   async open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined> {
+    // A range cannot be checked against the digest alone: the whole copy is verified first
+    // (once per process; a damaged one is removed and this becomes a miss, fetched again).
+    if (range && !this.trust.isTrusted(digest) && (await this.trust.verifyOnce(digest, () => this.verify(digest))) !== 'intact') return undefined;
+    return this.openBody(digest, range, 'serve');
+  }
+
+  async verify(digest: Digest, pace?: ReadPace): Promise<VerifyOutcome> {
+    const read = await this.openBody(digest, undefined, 'verify');
+    return read ? readThrough(read.stream, pace) : 'gone';
+  }
+
+  /**
+   * A read of the stored copy, checked before its last byte: `serve` hashes a whole read of a
+   * copy not trusted yet and counts as a use; `verify` always hashes and leaves the LRU order
+   * alone (a scrub must not make every blob look recently used).
+   */
+  private async openBody(digest: Digest, range: ByteRange | undefined, purpose: 'serve' | 'verify'): Promise<BlobRead | undefined> {
     const size = await this.lookup(digest);
     if (size === undefined) return undefined;
+    const serve = purpose === 'serve';
     this.budget.pin(digest);
-    this.budget.touch(digest);
+    if (serve) this.budget.touch(digest);
     const path = this.path(digest);
     let handle: FileHandle;
     try {
@@ -165,9 +188,13 @@ export class FsBlobStore implements BlobStore {
       }
       throw err;
     }
-    const stream = new FileBody(handle, range?.start ?? 0, range ? range.end + 1 : size, this.readBuffers);
-    stream.once('close', () => this.release(digest));
-    this.touchFile(digest, path);
+    const { check, done } = this.trust.begin(digest, serve ? !range && !this.trust.isTrusted(digest) : true);
+    const stream = new FileBody(handle, range?.start ?? 0, range ? range.end + 1 : size, this.readBuffers, check);
+    stream.once('close', () => {
+      done();
+      this.release(digest);
+    });
+    if (serve) this.touchFile(digest, path);
     return { size, stream };
   }
 
@@ -206,6 +233,8 @@ export class FsBlobStore implements BlobStore {
     const dir = join(target, '..');
     await mkdir(dir, { recursive: true });
     await rename(path, target);
+    // A new copy: trusted only once a read of it from disk matched (see BlobTrust).
+    this.trust.forget(info.digest);
     // The rename itself must survive a crash too.
     const handle = await open(dir, 'r');
     await handle.sync().finally(() => handle.close());
@@ -218,6 +247,7 @@ export class FsBlobStore implements BlobStore {
     this.indexing.decide(digest);
     this.budget.forget(digest);
     this.lastTouch.delete(digest);
+    this.trust.forget(digest);
     try {
       await unlink(this.path(digest));
       return true;
@@ -225,6 +255,24 @@ export class FsBlobStore implements BlobStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     }
+  }
+
+  /**
+   * A copy whose bytes are not its digest's: every read of it is cut (BlobTrust),
+   * and it goes now, pinned or not: readers keep their descriptor and are cut
+   * before their last byte anyway, and the next request fetches it again.
+   */
+  private async removeDamaged(err: DamagedBlobError): Promise<void> {
+    const { digest } = err;
+    this.trust.condemn(digest);
+    this.indexing.decide(digest);
+    this.budget.forget(digest);
+    this.lastTouch.delete(digest);
+    this.opts.logger.error({ digest, reason: err.reason }, 'cached blob is damaged: removed, the next request fetches it again');
+    this.opts.onDamaged?.(digest);
+    await unlink(this.path(digest)).catch((e: NodeJS.ErrnoException) => {
+      if (e.code !== 'ENOENT') this.opts.logger.error({ err: e, digest }, 'removing a damaged blob failed');
+    });
   }
 
   async *list(): AsyncIterable<BlobInfo> {
@@ -253,6 +301,7 @@ export class FsBlobStore implements BlobStore {
   /** The budget evicted this blob: remove its file. */
   private async removeEvicted(digest: Digest, size: number): Promise<void> {
     this.lastTouch.delete(digest);
+    this.trust.forget(digest);
     try {
       await unlink(this.path(digest));
     } catch (err) {

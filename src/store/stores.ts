@@ -38,7 +38,7 @@ export interface Stores {
  * confirmations, the blob index and fill leases (replicas sharing one cache).
  * Redis without a bucket shares tags and confirmations only.
  */
-export async function createStores(config: Readonly<Config>, logger: Logger, onEvict: () => void): Promise<Stores> {
+export async function createStores(config: Readonly<Config>, logger: Logger, onEvict: () => void, onDamaged: () => void = () => {}): Promise<Stores> {
   // Keys per cache: two deployments sharing a Redis database must not share an index or leases.
   const namespace = config.storage.type === 's3' && config.storage.s3 ? `${config.storage.s3.bucket}/${config.storage.s3.prefix}` : 'filesystem';
   const redis = config.redis ? await connectRedis(config.redis.url, logger, namespace) : undefined;
@@ -52,8 +52,9 @@ export async function createStores(config: Readonly<Config>, logger: Logger, onE
         shared: redis ? new RedisBlobIndex(redis) : undefined,
         redirectSeconds: config.storage.s3?.redirect ? PRESIGNED_URL_SECONDS : undefined,
         onEvict,
+        onDamaged,
       })
-    : new FsBlobStore({ dir: config.cache.dir, maxSize: config.cache.maxSize, logger, onEvict });
+    : new FsBlobStore({ dir: config.cache.dir, maxSize: config.cache.maxSize, logger, onEvict, onDamaged });
   // On one disk, manifests and tags count toward cache.maxSize beside the blobs, in one LRU.
   const budget = blobs instanceof FsBlobStore ? blobs.budget : undefined;
   const stores: Stores = {

@@ -12,11 +12,11 @@ import pino from 'pino';
 import { verifyCache } from '../../src/cli/cache-verify.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { connectRedis } from '../../src/coordination/redis.ts';
-import { digestOf } from '../../src/oci/digest.ts';
+import { digestOf, type Digest } from '../../src/oci/digest.ts';
 import { RedisBlobIndex } from '../../src/coordination/redis-blob-index.ts';
-import { S3BlobStore } from '../../src/store/s3/s3-blob-store.ts';
+import { S3BlobStore, blobObjectKey } from '../../src/store/s3/s3-blob-store.ts';
 import { S3Bucket } from '../../src/store/s3/s3-bucket.ts';
-import { blobStoreContract } from '../store/blob-store.contract.ts';
+import { blobStoreContract, flipped } from '../store/blob-store.contract.ts';
 import { startArchway } from '../harness/archway.ts';
 import { http } from '../harness/http.ts';
 import { startRedis, type RedisHandle } from '../harness/redis.ts';
@@ -40,7 +40,7 @@ after(async () => {
 });
 
 for (const shared of [false, true]) {
-  blobStoreContract(shared ? 's3 with a Redis index' : 's3', async ({ maxSize }) => {
+  blobStoreContract(shared ? 's3 with a Redis index' : 's3', async ({ maxSize, onDamaged }) => {
     // Each test its own prefix in the bucket (and its own Redis database keys, flushed first).
     const prefix = `${randomUUID()}/`;
     const tmp = await tempDir('archway-s3-store-');
@@ -52,11 +52,17 @@ for (const shared of [false, true]) {
       await redis.flushdb();
     }
     const open = async () => {
-      const store = new S3BlobStore({ bucket, tmpDir: tmp, maxSize, logger, shared: redis ? new RedisBlobIndex(redis) : undefined });
+      const store = new S3BlobStore({ bucket, tmpDir: tmp, maxSize, logger, shared: redis ? new RedisBlobIndex(redis) : undefined, onDamaged });
       await store.init();
       return store;
     };
-    return { store: await open(), reopen: open, cleanup: () => removeDir(tmp) };
+    return {
+      store: await open(),
+      reopen: open,
+      damage: async (digest) => bucket.putBuffer(blobObjectKey(digest), flipped((await bucket.getBuffer(blobObjectKey(digest))) as Buffer)),
+      stored: async (digest) => (await bucket.size(blobObjectKey(digest))) !== undefined,
+      cleanup: () => removeDir(tmp),
+    };
   });
 }
 
@@ -127,6 +133,34 @@ describe('blobs served from the bucket', () => {
     } finally {
       await archway.stop();
       await registry.stop();
+    }
+  });
+});
+
+describe('damaged objects in the bucket', () => {
+  // Changed bytes and ranges are in the contract above; this is what only an object store shows.
+  it('an object whose size is not the blob\'s is a miss (fetched again), deleted and counted', async () => {
+    const bucket = new S3Bucket(s3Config(`${randomUUID()}/`));
+    const tmp = await tempDir('archway-s3-damage-');
+    const damaged: Digest[] = [];
+    const store = new S3BlobStore({ bucket, tmpDir: tmp, maxSize: 1 << 30, logger, onDamaged: (d) => damaged.push(d) });
+    await store.init();
+    try {
+      const bytes = randomBytes(200_000);
+      const digest = digestOf(bytes);
+      const path = store.tempPath();
+      await writeFile(path, bytes);
+      await store.commitFile(path, { digest, size: bytes.length });
+      await bucket.putBuffer(blobObjectKey(digest), bytes.subarray(0, 1000));
+      // Found at open, before any byte went out.
+      assert.equal(await store.open(digest), undefined);
+      assert.deepEqual(damaged, [digest]);
+      for (let i = 0; i < 100 && (await bucket.size(blobObjectKey(digest))) !== undefined; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(await bucket.size(blobObjectKey(digest)), undefined, 'deleted from the bucket');
+      assert.equal(await store.stat(digest), undefined);
+    } finally {
+      await store.close();
+      await removeDir(tmp);
     }
   });
 });

@@ -8,6 +8,10 @@ import type { BlobStore } from '../../src/store/blob-store.ts';
 
 export interface StoreFixture {
   store: BlobStore;
+  /** Change one byte of the stored copy behind the store's back (disk rot, a hand edit); its size stays. */
+  damage(digest: Digest): Promise<void>;
+  /** Whether the stored copy is still there (asked of the storage, not the store). */
+  stored(digest: Digest): Promise<boolean>;
   /** A new store over the same storage, as after a restart. */
   reopen(): Promise<BlobStore>;
   cleanup(): Promise<void>;
@@ -27,7 +31,33 @@ async function put(store: BlobStore, bytes: Buffer): Promise<Digest> {
   return digest;
 }
 
-export function blobStoreContract(name: string, make: (opts: { maxSize: number }) => Promise<StoreFixture>): void {
+/** Flip one byte in the middle: what `damage` does to a stored copy. */
+export function flipped(bytes: Buffer): Buffer {
+  const copy = Buffer.from(bytes);
+  const at = Math.floor(copy.length / 2);
+  copy[at] = (copy[at] as number) ^ 0x01;
+  return copy;
+}
+
+async function readChecked(stream: NodeJS.ReadableStream): Promise<{ bytes: number; error?: unknown }> {
+  let bytes = 0;
+  try {
+    for await (const c of stream) bytes += (c as Buffer).length;
+    return { bytes };
+  } catch (error) {
+    return { bytes, error };
+  }
+}
+
+async function eventually(check: () => Promise<boolean>): Promise<boolean> {
+  for (let i = 0; i < 100; i++) {
+    if (await check()) return true;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return check();
+}
+
+export function blobStoreContract(name: string, make: (opts: { maxSize: number; onDamaged?: (digest: Digest) => void }) => Promise<StoreFixture>): void {
   describe(`BlobStore contract: ${name}`, () => {
     it('a committed blob can be stated, read whole and read by range', async () => {
       const f = await make({ maxSize: 1 << 30 });
@@ -98,6 +128,66 @@ export function blobStoreContract(name: string, make: (opts: { maxSize: number }
         await new Promise((r) => setTimeout(r, 20));
         assert.ok(f.store.usage().bytes <= 250, 'back under budget once closed');
         assert.ok(await f.store.stat(d));
+      } finally {
+        await f.cleanup();
+      }
+    });
+
+    it('a damaged copy is cut before its last byte, every read of it too, and removed; then it is a miss', async () => {
+      const damaged: Digest[] = [];
+      const f = await make({ maxSize: 1 << 30, onDamaged: (d) => damaged.push(d) });
+      try {
+        const bytes = Buffer.alloc(700_000, 7);
+        const digest = await put(f.store, bytes);
+        await f.damage(digest);
+        // Two reads at once, both not verified in this process: neither ends cleanly.
+        const [a, b] = await Promise.all([f.store.open(digest), f.store.open(digest)]);
+        const [ra, rb] = await Promise.all([readChecked(a!.stream), readChecked(b!.stream)]);
+        for (const r of [ra, rb]) {
+          assert.ok(r.error, 'ends in an error, never a clean end');
+          assert.ok(r.bytes < bytes.length, `short: ${r.bytes} of ${bytes.length}`);
+        }
+        assert.deepEqual(damaged, [digest], 'reported once');
+        assert.ok(await eventually(async () => !(await f.stored(digest))), 'the copy is removed');
+        assert.equal(await f.store.stat(digest), undefined);
+        assert.equal(await f.store.open(digest), undefined);
+      } finally {
+        await f.cleanup();
+      }
+    });
+
+    it('a range of a copy not verified yet is checked whole first: damaged, it is a miss and removed', async () => {
+      const damaged: Digest[] = [];
+      const f = await make({ maxSize: 1 << 30, onDamaged: (d) => damaged.push(d) });
+      try {
+        const digest = await put(f.store, Buffer.from('0123456789abcdef'.repeat(1000)));
+        await f.damage(digest);
+        assert.equal(await f.store.open(digest, { start: 0, end: 9 }), undefined);
+        assert.deepEqual(damaged, [digest]);
+        assert.ok(await eventually(async () => !(await f.stored(digest))));
+        // An intact one: the range is served.
+        const good = await put(f.store, Buffer.from('fedcba9876543210'.repeat(1000)));
+        const part = await f.store.open(good, { start: 2, end: 5 });
+        assert.equal((await readAll(part!.stream)).toString(), 'dcba');
+      } finally {
+        await f.cleanup();
+      }
+    });
+
+    it('verify finds intact and damaged copies, removes the damaged, and leaves the LRU order alone', async () => {
+      const f = await make({ maxSize: 250 });
+      try {
+        const a = await put(f.store, Buffer.alloc(100, 1));
+        const b = await put(f.store, Buffer.alloc(100, 2));
+        assert.equal(await f.store.verify(a), 'intact');
+        // Verifying a is no use of it: a is still the least recently used.
+        await put(f.store, Buffer.alloc(100, 3));
+        assert.equal(await f.store.stat(a), undefined, 'a evicted, verify did not count as a use');
+        assert.ok(await f.store.stat(b));
+        await f.damage(b);
+        assert.equal(await f.store.verify(b), 'damaged');
+        assert.ok(await eventually(async () => !(await f.stored(b))));
+        assert.equal(await f.store.verify(b), 'gone');
       } finally {
         await f.cleanup();
       }

@@ -16,6 +16,11 @@ describe('configuration', () => {
     assert.equal(c.cache.tagTtl, 90_000);
     assert.equal(c.cache.dir, '/srv/data');
     assert.ok(Object.isFrozen(c.cache), 'the config is frozen');
+    assert.equal(c.cache.scrub, undefined, 'no scrub unless asked for');
+    assert.equal(c.cache.scrubRate, 32 * 1024 ** 2);
+    const scrubbing = parseConfig({ ...minimal, cache: { scrub: '24h', scrubRate: '8MiB' } });
+    assert.equal(scrubbing.cache.scrub, 86_400_000);
+    assert.equal(scrubbing.cache.scrubRate, 8 * 1024 ** 2);
   });
 
   it('reads platform rules, normalising their platforms', () => {
@@ -64,6 +69,8 @@ describe('configuration', () => {
     ['an unknown key', { ...minimal, cache: { sise: 1 } }, /cache: .*sise/],
     ['a bad size', { ...minimal, cache: { maxSize: 'huge' } }, /cache\.maxSize: invalid size/],
     ['a bad duration', { ...minimal, cache: { tagTtl: 'soon' } }, /cache\.tagTtl: invalid duration/],
+    ['a scrub more often than every second', { ...minimal, cache: { scrub: '500ms' } }, /cache\.scrub: must be at least 1s/],
+    ['a scrub rate below 64KiB/s', { ...minimal, cache: { scrubRate: '1KiB' } }, /cache\.scrubRate: must be at least 64KiB/],
     ['a default upstream that does not exist', { ...minimal, defaultUpstream: 'ghcr.io' }, /defaultUpstream: "ghcr.io" is not a key/],
     ['an upstream URL that is not http', { ...minimal, upstreams: { 'docker.io': { url: 'ftp://x' } } }, /upstreams\.docker\.io\.url/],
     ['two password sources', { ...minimal, upstreams: { 'docker.io': { url: 'https://x', password: 'a', passwordEnv: 'B' } } }, /at most one of password/],

@@ -1,13 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, rm, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import type { RedisBlobIndex } from '../../coordination/redis-blob-index.ts';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../../oci/digest.ts';
-import type { BlobInfo, BlobRead, BlobStore, ByteRange } from '../blob-store.ts';
+import type { BlobInfo, BlobRead, BlobStore, ByteRange, ReadPace, VerifyOutcome } from '../blob-store.ts';
 import { BackgroundIndexing } from '../background-indexing.ts';
+import { BlobTrust } from '../blob-trust.ts';
+import { CheckedStream } from '../checked-stream.ts';
+import { readThrough, type DamagedBlobError } from '../read-check.ts';
 import { LruIndex } from '../lru-index.ts';
 import type { S3Bucket } from './s3-bucket.ts';
 
@@ -29,6 +32,8 @@ export interface S3BlobStoreOptions {
   /** Answer GETs with a presigned URL valid this long (storage.s3.redirect). */
   redirectSeconds?: number | undefined;
   onEvict?: (info: BlobInfo) => void;
+  /** A stored object was found damaged (and deleted): for the metric. */
+  onDamaged?: (digest: Digest) => void;
 }
 
 /** An eviction run holds the shared lock at most this long. */
@@ -59,6 +64,7 @@ export class S3BlobStore implements BlobStore {
   private readonly indexing = new BackgroundIndexing<Digest>();
   private indexed: Promise<void> = Promise.resolve();
   private rebuildTimer: NodeJS.Timeout | undefined;
+  private readonly trust = new BlobTrust((err) => void this.removeDamaged(err));
 
   constructor(private readonly opts: S3BlobStoreOptions) {}
 
@@ -126,11 +132,30 @@ export class S3BlobStore implements BlobStore {
     return size === undefined ? undefined : { digest, size };
   }
 
+  /**
+   * Every read is checked for its length; the first whole read in this process
+   * hashes the object, as the filesystem store does its files (an object store
+   * keeps what it was given, but a bucket is shared, can be written by hand,
+   * and an S3-compatible may fail): trust is earned here, not assumed.
+   */
   async open(digest: Digest, range?: ByteRange): Promise<BlobRead | undefined> {
+    // A range alone proves nothing: the whole object is verified first, once per process.
+    if (range && !this.trust.isTrusted(digest) && (await this.trust.verifyOnce(digest, () => this.verify(digest))) !== 'intact') return undefined;
+    return this.openChecked(digest, range, 'serve');
+  }
+
+  async verify(digest: Digest, pace?: ReadPace): Promise<VerifyOutcome> {
+    const read = await this.openChecked(digest, undefined, 'verify');
+    return read ? readThrough(read.stream, pace) : 'gone';
+  }
+
+  /** `serve` hashes a whole read of an object not trusted yet and counts as a use; `verify` always hashes, and leaves the LRU order alone. */
+  private async openChecked(digest: Digest, range: ByteRange | undefined, purpose: 'serve' | 'verify'): Promise<BlobRead | undefined> {
     const size = await this.lookup(digest);
     if (size === undefined) return undefined;
+    const serve = purpose === 'serve';
     this.local.pin(digest);
-    this.local.touch(digest);
+    if (serve) this.local.touch(digest);
     let object: { body: Readable; size: number | undefined } | undefined;
     try {
       object = await this.opts.bucket.get(this.key(digest), range);
@@ -138,17 +163,29 @@ export class S3BlobStore implements BlobStore {
       this.release(digest);
       throw err;
     }
-    if (!object || (object.size !== undefined && object.size !== size)) {
-      // Evicted by another replica (or removed by hand), or not the object the index knows
-      // (an S3-compatible that showed one half-written): a miss, never a wrong answer.
-      object?.body.destroy();
+    if (!object) {
+      // Evicted by another replica (or removed by hand): a miss.
       this.release(digest);
       this.forget(digest);
       return undefined;
     }
-    const stream = object.body;
-    stream.once('close', () => this.release(digest));
-    this.opts.shared?.touch(digest);
+    if (object.size !== undefined && object.size !== size) {
+      // Not the object a blob of this digest is: damaged (or shown half-written by an
+      // S3-compatible). Deleted and a miss, fetched again, never a wrong answer.
+      object.body.destroy();
+      this.release(digest);
+      await this.removeDamaged({ digest, reason: `the stored object has ${object.size} bytes, not ${size}` });
+      return undefined;
+    }
+    const { check, done } = this.trust.begin(digest, serve ? !range && !this.trust.isTrusted(digest) : true);
+    const stream = new CheckedStream(range ? range.end - range.start + 1 : size, check);
+    // Either side ending ends both: a client that hangs up stops the GET, a failed GET cuts the client.
+    pipeline(object.body, stream, () => undefined);
+    stream.once('close', () => {
+      done();
+      this.release(digest);
+    });
+    if (serve) this.opts.shared?.touch(digest);
     return { size, stream };
   }
 
@@ -172,6 +209,7 @@ export class S3BlobStore implements BlobStore {
 
   async commitFile(path: string, info: BlobInfo): Promise<void> {
     await this.opts.bucket.putFile(this.key(info.digest), path, info.size);
+    this.trust.forget(info.digest);
     // Readers of the fill keep their descriptor; the local copy is no longer needed.
     await unlink(path).catch(() => undefined);
     this.indexing.decide(info.digest);
@@ -188,6 +226,16 @@ export class S3BlobStore implements BlobStore {
     await this.opts.bucket.delete(this.key(digest));
     this.forget(digest);
     return true;
+  }
+
+  /** A damaged object goes at once, read here or not: every read of it is cut before its last byte (BlobTrust). */
+  private async removeDamaged(err: Pick<DamagedBlobError, 'digest' | 'reason'>): Promise<void> {
+    const { digest } = err;
+    this.trust.condemn(digest);
+    this.forget(digest);
+    this.opts.logger.error({ digest, reason: err.reason }, 'stored blob is damaged: deleted, the next request fetches it again');
+    this.opts.onDamaged?.(digest);
+    await this.opts.bucket.delete(this.key(digest)).catch((e: unknown) => this.opts.logger.error({ err: e, digest }, 'deleting a damaged blob failed'));
   }
 
   async *list(): AsyncIterable<BlobInfo> {
@@ -238,6 +286,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   private forget(digest: Digest): void {
+    this.trust.forget(digest);
     this.indexing.decide(digest);
     this.local.delete(digest);
     void this.shared((s) => s.remove(digest));
