@@ -19,21 +19,21 @@ import { PlatformInspector } from './inspect/platform-inspector.ts';
 import { createMetrics, type Metrics } from './observability/metrics.ts';
 import { BlobService } from './registry/blob-service.ts';
 import { DescriptorSizes } from './registry/descriptor-sizes.ts';
-import type { FillLimits } from './store/fill-limits.ts';
+import type { FillLimits } from './fill/fill-limits.ts';
 import { ManifestService } from './registry/manifest-service.ts';
 import { RepositoryAccess } from './registry/repository-access.ts';
 import { PlatformPolicy } from './platform/policy.ts';
 import { Router, type RouterUpstream } from './routing/router.ts';
-import { BlobFills } from './store/blob-fills.ts';
+import { FillTable } from './fill/fill-table.ts';
 import { BlobScrubber } from './store/blob-scrubber.ts';
-import { createStores } from './store/stores.ts';
+import { createStores } from './stores.ts';
 import { StorageHealth } from './store/storage-health.ts';
 import { UpstreamClient } from './upstream/client.ts';
 import { AdminGuard } from './admin/admin-guard.ts';
 import { registerAdminRoutes } from './admin/admin-routes.ts';
 import { CacheInventory } from './admin/cache-inventory.ts';
 import { PrefetchJobs } from './admin/prefetch.ts';
-import { TrafficStats } from './admin/traffic.ts';
+import { TrafficStats } from './observability/traffic.ts';
 import { VirtualImageService } from './virtual/virtual-image-service.ts';
 import { VirtualImages } from './virtual/virtual-images.ts';
 import { VirtualProvenance } from './virtual/provenance.ts';
@@ -100,7 +100,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     upstreams.set(name, { client, aliases: upstream.aliases });
   }
   const router = new Router(upstreams, config.defaultUpstream);
-  const fills = new BlobFills(blobStore, metrics, logger, storage, fillLimits(config), coordinator);
+  const fills = new FillTable(blobStore, metrics, logger, storage, fillLimits(config), coordinator);
   const sizes = new DescriptorSizes();
   const access = new RepositoryAccess(confirmations, storage, stores.recordsBesideBlobs);
   const manifests = new ManifestService({

@@ -15,7 +15,7 @@ import type { CacheInventory } from './cache-inventory.ts';
 import type { PrefetchJobs } from './prefetch.ts';
 import { cacheSummary, InventorySnapshot } from './cache-summary.ts';
 import { STATUS_PAGE } from './status-page.ts';
-import type { TrafficStats } from './traffic.ts';
+import type { TrafficStats } from '../observability/traffic.ts';
 
 export interface AdminServices {
   guard: AdminGuard;

@@ -1,6 +1,6 @@
 import type { BlobStore } from '../store/blob-store.ts';
 import type { CacheInventory } from './cache-inventory.ts';
-import type { TrafficStats } from './traffic.ts';
+import type { TrafficStats } from '../observability/traffic.ts';
 
 /** How many repositories the summary lists. */
 const TOP = 10;

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Digest } from '../oci/digest.ts';
+import type { SharedBlobIndex } from '../store/shared-blob-index.ts';
 
 const SIZES = 'blob:size';
 const ACCESS = 'blob:atime';
@@ -31,7 +32,7 @@ return size`;
  * set, for LRU eviction across replicas; accesses are batched), and the total.
  * The bucket stays the truth: a digest Redis does not know is looked up there.
  */
-export class RedisBlobIndex {
+export class RedisBlobIndex implements SharedBlobIndex {
   private readonly touched = new Set<Digest>();
   private readonly timer: NodeJS.Timeout;
 

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.ts';
-import type { FillCoordinator, FillLease, WaitOutcome } from '../store/fill-coordinator.ts';
+import type { FillCoordinator, FillLease, WaitOutcome } from '../fill/fill-coordinator.ts';
 
 /** A lease lives this long unless renewed: a replica killed mid-fill frees the blob within it. */
 const LEASE_MS = 10_000;

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import type { CacheOutcome } from '../registry/cache-outcome.ts';
+import type { CacheOutcome } from '../observability/cache-outcome.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { TrafficStats } from '../admin/traffic.ts';
+import type { TrafficStats } from '../observability/traffic.ts';
 
 /** What a handler learns about a request, for its one log line and the metrics. */
 export interface RequestContext {

@@ -8,7 +8,7 @@ import type { BlobService } from '../registry/blob-service.ts';
 import { ACCEPT_ALL_MANIFESTS, AS_PUBLISHED, type ManifestService, type ManifestSource } from '../registry/manifest-service.ts';
 import type { Route } from '../routing/router.ts';
 import type { BlobStore } from '../store/blob-store.ts';
-import { readLimitedBuffer } from '../upstream/auth.ts';
+import { readLimitedBuffer } from '../upstream/body.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
 import type { VirtualImage } from '../virtual/virtual-images.ts';
 

@@ -2,10 +2,10 @@ import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { Route } from '../routing/router.ts';
-import type { BlobFill } from '../store/blob-fill.ts';
-import type { BlobFills } from '../store/blob-fills.ts';
+import type { BlobFill } from '../fill/blob-fill.ts';
+import type { FillTable } from '../fill/fill-table.ts';
 import type { BlobStore, ByteRange } from '../store/blob-store.ts';
-import type { CacheOutcome } from './cache-outcome.ts';
+import type { CacheOutcome } from '../observability/cache-outcome.ts';
 import type { DescriptorSizes } from './descriptor-sizes.ts';
 import type { RepositoryAccess } from './repository-access.ts';
 
@@ -41,7 +41,7 @@ const MAX_ROUNDS = 5;
 export class BlobService {
   constructor(
     private readonly store: BlobStore,
-    private readonly fills: BlobFills,
+    private readonly fills: FillTable,
     private readonly access: RepositoryAccess,
     private readonly metrics: Metrics,
     private readonly sizes: DescriptorSizes,

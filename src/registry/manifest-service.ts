@@ -16,7 +16,7 @@ import type { StorageHealth } from '../store/storage-health.ts';
 import type { TagRecord, TagStore } from '../store/tag-store.ts';
 import { badUpstream, isUpstreamOutage } from '../upstream/errors.ts';
 import { SingleFlight } from '../util/single-flight.ts';
-import type { CacheOutcome } from './cache-outcome.ts';
+import type { CacheOutcome } from '../observability/cache-outcome.ts';
 import type { DescriptorSizes } from './descriptor-sizes.ts';
 import type { RepositoryAccess } from './repository-access.ts';
 

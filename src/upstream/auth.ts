@@ -1,9 +1,9 @@
-import type { Readable } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { request, type Dispatcher } from 'undici';
 import { RegistryError } from '../errors.ts';
 import { parseChallenges, type Challenge } from './challenge.ts';
-import { discardBody } from './discard.ts';
+import { SingleFlight } from '../util/single-flight.ts';
+import { readLimited } from './body.ts';
 import { badUpstream, upstreamTransportError } from './errors.ts';
 
 export interface Credentials {
@@ -42,7 +42,8 @@ export class UpstreamAuth {
   private scheme: 'none' | 'basic' | 'bearer' = 'none';
   private bearer: BearerRealm | undefined;
   private readonly tokens: LRUCache<string, string>;
-  private readonly pending = new Map<string, Promise<string>>();
+  /** Concurrent requests in one scope share one token fetch. */
+  private readonly fetches = new SingleFlight<string>();
   private readonly credentialRealms: ReadonlySet<string>;
 
   constructor(
@@ -104,12 +105,7 @@ export class UpstreamAuth {
     const key = this.tokenKey(scope);
     const cached = this.tokens.get(key);
     if (cached) return cached;
-    let pending = this.pending.get(key);
-    if (!pending) {
-      pending = this.fetchToken(scope).finally(() => this.pending.delete(key));
-      this.pending.set(key, pending);
-    }
-    return pending;
+    return (await this.fetches.run(key, () => this.fetchToken(scope))).value;
   }
 
   private async fetchToken(scope: string): Promise<string> {
@@ -164,31 +160,5 @@ export class UpstreamAuth {
     const ttl = Math.max(1, expiresIn - Math.min(EXPIRY_MARGIN_S, expiresIn / 2)) * 1000;
     this.tokens.set(this.tokenKey(scope), token, { ttl });
     return token;
-  }
-}
-
-/** Read a small body as text, refusing more than `limit` bytes. */
-export async function readLimited(body: Readable, limit: number): Promise<string> {
-  return (await readLimitedBuffer(body, limit)).toString('utf8');
-}
-
-export async function readLimitedBuffer(body: Readable, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > limit) {
-      discardBody(body);
-      throw new BodyTooLargeError(limit);
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, total);
-}
-
-export class BodyTooLargeError extends Error {
-  constructor(readonly limit: number) {
-    super(`body larger than ${limit} bytes`);
-    this.name = 'BodyTooLargeError';
   }
 }

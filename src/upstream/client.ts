@@ -5,8 +5,8 @@ import { digestAlgorithm, digestOf, parseDigest, type Digest } from '../oci/dige
 import { manifestMediaType } from '../oci/manifest.ts';
 import { UPSTREAM_MANIFEST_ACCEPT } from '../oci/media-types.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import { BodyTooLargeError, readLimited, readLimitedBuffer, UpstreamAuth, type Credentials } from './auth.ts';
-import { discardBody } from './discard.ts';
+import { UpstreamAuth, type Credentials } from './auth.ts';
+import { BodyTooLargeError, discardBody, readLimited, readLimitedBuffer } from './body.ts';
 import { badUpstream, isUpstreamOutage, isUpstreamWideFailure, upstreamStatusError, upstreamTransportError, type FetchKind } from './errors.ts';
 import { UpstreamHealth } from './health.ts';
 

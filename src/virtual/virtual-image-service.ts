@@ -6,7 +6,7 @@ import { parseIndex, referencedDigests, type Descriptor } from '../oci/manifest.
 import { isIndexMediaType } from '../oci/media-types.ts';
 import { bestMatch } from '../platform/match.ts';
 import { formatPlatform } from '../platform/platform.ts';
-import type { CacheOutcome } from '../registry/cache-outcome.ts';
+import type { CacheOutcome } from '../observability/cache-outcome.ts';
 import type { ManifestAnswer, ManifestService, ManifestSource } from '../registry/manifest-service.ts';
 import type { Route } from '../routing/router.ts';
 import { assembleIndex, indexFormatFor } from './assemble.ts';

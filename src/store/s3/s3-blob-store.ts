@@ -4,8 +4,8 @@ import { join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
-import type { RedisBlobIndex } from '../../coordination/redis-blob-index.ts';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../../oci/digest.ts';
+import type { SharedBlobIndex } from '../shared-blob-index.ts';
 import type { BlobInfo, BlobRead, BlobStore, ByteRange, ReadPace, VerifyOutcome } from '../blob-store.ts';
 import { BackgroundIndexing } from '../background-indexing.ts';
 import { BlobTrust } from '../blob-trust.ts';
@@ -28,7 +28,7 @@ export interface S3BlobStoreOptions {
   maxSize: number;
   logger: Logger;
   /** The index shared by replicas (Redis); without it, this process indexes the bucket itself. */
-  shared?: RedisBlobIndex | undefined;
+  shared?: SharedBlobIndex | undefined;
   /** Answer GETs with a presigned URL valid this long (storage.s3.redirect). */
   redirectSeconds?: number | undefined;
   onEvict?: (info: BlobInfo) => void;
@@ -98,7 +98,7 @@ export class S3BlobStore implements BlobStore {
    * from a listing of the bucket.
    */
   private async ensureSharedIndex(): Promise<void> {
-    const shared = this.opts.shared as RedisBlobIndex;
+    const shared = this.opts.shared as SharedBlobIndex;
     try {
       if (!(await shared.needsRebuild())) return this.refreshSharedUsage();
       const lock = await shared.lockRebuild(REBUILD_LOCK_MS);
@@ -268,7 +268,7 @@ export class S3BlobStore implements BlobStore {
   private async sharedLookup(digest: Digest): Promise<number | undefined> {
     let fromShared: number | undefined;
     try {
-      fromShared = await (this.opts.shared as RedisBlobIndex).size(digest);
+      fromShared = await (this.opts.shared as SharedBlobIndex).size(digest);
     } catch {
       // Redis away: the bucket answers alone.
     }
@@ -348,7 +348,7 @@ export class S3BlobStore implements BlobStore {
   }
 
   /** A shared-index operation; Redis being away is not an error here (the bucket still answers). */
-  private async shared<T>(op: (s: RedisBlobIndex) => Promise<T>): Promise<T | undefined> {
+  private async shared<T>(op: (s: SharedBlobIndex) => Promise<T>): Promise<T | undefined> {
     if (!this.opts.shared) return undefined;
     try {
       return await op(this.opts.shared);

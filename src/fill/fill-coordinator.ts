@@ -10,7 +10,7 @@ export interface FillLease {
 
 /**
  * Who downloads a blob when several replicas want it at once. In one process
- * the BlobFills table does it all; across replicas a lease (Redis) makes one
+ * the FillTable does it all; across replicas a lease (Redis) makes one
  * replica fetch and the others wait for the stored blob.
  */
 export interface FillCoordinator {
@@ -26,7 +26,7 @@ export interface FillCoordinator {
   waitForRelease(upstream: string, digest: Digest): Promise<WaitOutcome>;
 }
 
-/** A single replica: every claim succeeds (BlobFills coalesces within the process). */
+/** A single replica: every claim succeeds (FillTable coalesces within the process). */
 export class LocalFillCoordinator implements FillCoordinator {
   readonly shared = false;
 

@@ -2,9 +2,9 @@ import type { Logger } from 'pino';
 import type { Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { BlobFill, type FetchBlob } from './blob-fill.ts';
-import type { BlobStore } from './blob-store.ts';
+import type { BlobStore } from '../store/blob-store.ts';
 import type { FillLimits } from './fill-limits.ts';
-import type { StorageHealth } from './storage-health.ts';
+import type { StorageHealth } from '../store/storage-health.ts';
 import { LocalFillCoordinator, type FillCoordinator, type FillLease, type WaitOutcome } from './fill-coordinator.ts';
 
 /**
@@ -23,7 +23,7 @@ export type Acquired = { fill: BlobFill; joined: boolean } | 'elsewhere' | 'stor
  * relays from memory cannot serve a newcomer from the first byte, so it
  * leaves the table (but not `running`) at that moment.
  */
-export class BlobFills {
+export class FillTable {
   private readonly joinable = new Map<string, BlobFill>();
   private readonly running = new Map<BlobFill, Promise<void>>();
   /** Claims under way across replicas: requests of this process arriving meanwhile share them. */

@@ -1,7 +1,24 @@
 import { Readable } from 'node:stream';
-import type { BlobFill } from './blob-fill.ts';
+import type { RegistryError } from '../errors.ts';
 
 const READ_CHUNK = 256 * 1024;
+
+/** What a reader follows: a download as it grows (BlobFill). */
+export interface FollowedFill {
+  readonly state: 'running' | 'committed' | 'relayed' | 'failed';
+  readonly error: RegistryError | undefined;
+  /** Every byte is in and verified (the last byte may go out before the commit). */
+  readonly verified: boolean;
+  /** The size archway knows, if any. */
+  readonly size: number | undefined;
+  /** Bytes received so far. */
+  readonly written: number;
+  read(buffer: Buffer, length: number, position: number): Promise<number>;
+  /** Resolves at the next progress, end or failure. */
+  nextChange(): Promise<void>;
+  /** This reader moved on: a relay waiting for room may continue. */
+  consumed(): void;
+}
 
 /**
  * Follows a fill as it grows. The range is set once the size is known
@@ -18,7 +35,7 @@ export class FillReader extends Readable {
   private released = false;
 
   constructor(
-    private readonly fill: BlobFill,
+    private readonly fill: FollowedFill,
     private readonly onBytes: (n: number) => void,
     private readonly releaseFill: (reader: FillReader) => void,
   ) {

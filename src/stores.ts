@@ -1,20 +1,20 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import type { Config } from '../config/schema.ts';
-import { connectRedis } from '../coordination/redis.ts';
-import { RedisBlobIndex } from '../coordination/redis-blob-index.ts';
-import { RedisConfirmationStore } from '../coordination/redis-confirmation-store.ts';
-import { RedisFillCoordinator } from '../coordination/redis-fill-coordinator.ts';
-import { RedisTagStore } from '../coordination/redis-tag-store.ts';
-import type { BlobStore } from './blob-store.ts';
-import { FsConfirmationStore, type ConfirmationStore } from './confirmation-store.ts';
-import { LocalFillCoordinator, type FillCoordinator } from './fill-coordinator.ts';
-import { FsBlobStore } from './fs-blob-store.ts';
-import { FsManifestStore, type ManifestStore } from './manifest-store.ts';
-import { S3BlobStore } from './s3/s3-blob-store.ts';
-import { S3Bucket } from './s3/s3-bucket.ts';
-import { S3ManifestStore } from './s3/s3-manifest-store.ts';
-import { FsTagStore, type TagStore } from './tag-store.ts';
+import type { Config } from './config/schema.ts';
+import { connectRedis } from './coordination/redis.ts';
+import { RedisBlobIndex } from './coordination/redis-blob-index.ts';
+import { RedisConfirmationStore } from './coordination/redis-confirmation-store.ts';
+import { RedisFillCoordinator } from './coordination/redis-fill-coordinator.ts';
+import { RedisTagStore } from './coordination/redis-tag-store.ts';
+import type { BlobStore } from './store/blob-store.ts';
+import { FsConfirmationStore, type ConfirmationStore } from './store/confirmation-store.ts';
+import { LocalFillCoordinator, type FillCoordinator } from './fill/fill-coordinator.ts';
+import { FsBlobStore } from './store/fs-blob-store.ts';
+import { FsManifestStore, type ManifestStore } from './store/manifest-store.ts';
+import { S3BlobStore } from './store/s3/s3-blob-store.ts';
+import { S3Bucket } from './store/s3/s3-bucket.ts';
+import { S3ManifestStore } from './store/s3/s3-manifest-store.ts';
+import { FsTagStore, type TagStore } from './store/tag-store.ts';
 
 /** How long a presigned blob URL (storage.s3.redirect) stays valid. */
 const PRESIGNED_URL_SECONDS = 300;

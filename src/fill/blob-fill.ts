@@ -5,13 +5,13 @@ import { RegistryError, shuttingDown } from '../errors.ts';
 import { digestAlgorithm, type Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import type { BlobResponse } from '../upstream/client.ts';
-import { discardBody } from '../upstream/discard.ts';
+import { discardBody } from '../upstream/body.ts';
 import { badUpstream, upstreamTransportError } from '../upstream/errors.ts';
-import type { BlobStore, SpaceReservation } from './blob-store.ts';
+import type { BlobStore, SpaceReservation } from '../store/blob-store.ts';
 import { bodyDeadlineMs, type FillLimits } from './fill-limits.ts';
-import { FillReader } from './fill-reader.ts';
+import { FillReader, type FollowedFill } from './fill-reader.ts';
 import { RelayWindow } from './relay-window.ts';
-import type { StorageHealth } from './storage-health.ts';
+import type { StorageHealth } from '../store/storage-health.ts';
 
 /** What a fill that does not write to disk keeps in memory for its followers, at most. */
 const RELAY_WINDOW_BYTES = 8 * 1024 * 1024;
@@ -61,7 +61,7 @@ export interface BlobFillOptions {
  *   relayed to its readers through a bounded memory window, never written;
  * - the whole body has a deadline (timeouts.body, longer for larger blobs), so
  *   a trickle cannot hold it and its followers for ever;
- * - once its last reader has left, its owner may cancel it (BlobFills: a
+ * - once its last reader has left, its owner may cancel it (FillTable: a
  *   relay nobody reads, or one background fill too many).
  *
  * If the disk refuses a write (full, failing), the fill goes on without it:
@@ -71,7 +71,7 @@ export interface BlobFillOptions {
  * The temp file's descriptor stays open until the last reader is done, so a
  * reader is unaffected by the rename on commit or the unlink on failure.
  */
-export class BlobFill {
+export class BlobFill implements FollowedFill {
   state: 'running' | 'committed' | 'relayed' | 'failed' = 'running';
   error: RegistryError | undefined;
   /** The size archway knows (descriptor, else Content-Length) until done, then the real one. */

@@ -1,5 +1,5 @@
 import { LRUCache } from 'lru-cache';
-import type { CacheOutcome } from '../registry/cache-outcome.ts';
+import type { CacheOutcome } from './cache-outcome.ts';
 
 /** One answered /v2 request, as the request log sees it when the response closes. */
 export interface TrafficEvent {
