@@ -38,7 +38,10 @@ async function once(path: string): Promise<number> {
   return (speed as number) / 1024 / 1024;
 }
 const median = (a: number[]) => a.sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
-for (let round = 0; round < 2; round++) await once('/fresh'), await once('/warm');
+for (let round = 0; round < 2; round++) {
+  await once('/fresh');
+  await once('/warm');
+}
 const fresh: number[] = [], warm: number[] = [];
 for (let i = 0; i < 7; i++) {
   fresh.push(await once('/fresh'));

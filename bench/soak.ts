@@ -308,7 +308,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakResult> {
     })();
 
     const progress = setInterval(() => log(`t=${(now() / 1000).toFixed(0)}s requests=${requests} errors=${errors.length} corrupt=${corruptDetails.length} rss=${samples.at(-1) ? Math.round(samples.at(-1)!.rssKiB / 1024) : '?'}MiB fds=${samples.at(-1)?.fds ?? '?'}`), 30_000);
-    await Promise.all([...Array.from({ length: options.clients }, (_, i) => client()), sampler, restarter]);
+    await Promise.all([...Array.from({ length: options.clients }, () => client()), sampler, restarter]);
     clearInterval(progress);
     const durationMs = now();
     samples.push({ t: Math.round(now()), rssKiB: await rssKiB(pid), fds: await countFds(pid), requests });

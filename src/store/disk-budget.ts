@@ -149,30 +149,12 @@ export class DiskBudget {
 
   /** Room for a file about to be written; nothing is held until `ensure`. */
   reserve(): SpaceReservation {
-    let held = 0;
-    let released = false;
-    const budget = this;
-    return {
-      get bytes() {
-        return held;
-      },
-      async ensure(bytes: number): Promise<boolean> {
-        if (released) return false;
-        const more = bytes - held;
-        if (more <= 0) return true;
-        // The totals are whole only once the start-up scans are done.
-        await budget.scansDone;
-        if (released || !(await budget.makeRoom(more))) return false;
-        held += more;
-        return true;
-      },
-      release() {
-        if (released) return;
-        released = true;
-        budget.reserved -= held;
-        held = 0;
-      },
-    };
+    return new Reservation(this);
+  }
+
+  /** Give back `bytes` a reservation held. */
+  unreserve(bytes: number): void {
+    this.reserved -= bytes;
   }
 
   /**
@@ -185,11 +167,11 @@ export class DiskBudget {
   }
 
   /**
-   * Evict until `more` bytes fit beside what is charged, and reserve them
+   * For a Reservation: evict until `more` bytes fit beside what is charged, and reserve them
    * (checked and taken in one step, so two fills never both count on the same
    * room); false when the unpinned entries are not enough.
    */
-  private async makeRoom(more: number): Promise<boolean> {
+  async makeRoom(more: number): Promise<boolean> {
     if (more > this.opts.maxSize) return false;
     for (;;) {
       if (this.charged + more <= this.opts.maxSize) {
@@ -245,4 +227,38 @@ export function isRecordKey(key: string): boolean {
 
 function chargeOfRecord(size: number): number {
   return Math.max(RECORD_BLOCK_BYTES, Math.ceil(size / RECORD_BLOCK_BYTES) * RECORD_BLOCK_BYTES);
+}
+
+class Reservation implements SpaceReservation {
+  private held = 0;
+  private released = false;
+
+  constructor(private readonly budget: DiskBudget) {}
+
+  get bytes(): number {
+    return this.held;
+  }
+
+  async ensure(bytes: number): Promise<boolean> {
+    if (this.released) return false;
+    const more = bytes - this.held;
+    if (more <= 0) return true;
+    // The totals are whole only once the start-up scans are done.
+    await this.budget.whenScanned();
+    if (this.released || !(await this.budget.makeRoom(more))) return false;
+    // Released while room was being made: give it straight back.
+    if (this.released) {
+      this.budget.unreserve(more);
+      return false;
+    }
+    this.held += more;
+    return true;
+  }
+
+  release(): void {
+    if (this.released) return;
+    this.released = true;
+    this.budget.unreserve(this.held);
+    this.held = 0;
+  }
 }

@@ -245,7 +245,7 @@ describe('aliases', () => {
 
 describe('request forgery: only configured upstreams are ever contacted', () => {
   let recorders: Server[] = [];
-  let connections: Array<{ local: string; remote: string }> = [];
+  const connections: Array<{ local: string; remote: string }> = [];
   let port = 0;
 
   before(async () => {
