@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { RegistryError, shuttingDown } from '../errors.ts';
 import { digestAlgorithm, type Digest } from '../oci/digest.ts';
 import type { Metrics } from '../observability/metrics.ts';
-import type { BlobResponse } from '../upstream/client.ts';
+import type { BlobResponse } from '../upstream/upstream.ts';
 import { discardBody } from '../upstream/body.ts';
 import { badUpstream, upstreamTransportError } from '../upstream/errors.ts';
 import type { BlobStore, SpaceReservation } from '../store/blob-store.ts';

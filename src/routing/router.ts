@@ -1,9 +1,9 @@
 import { RegistryError } from '../errors.ts';
-import type { UpstreamClient } from '../upstream/client.ts';
+import type { Upstream } from '../upstream/upstream.ts';
 
 /** Where a client's repository name goes: which upstream, and what the name is there. */
 export interface Route {
-  upstream: UpstreamClient;
+  upstream: Upstream;
   /** The repository name at the upstream (Docker Hub's `library/` applied). */
   repository: string;
   /** How the client addressed the upstream: `ns` query, a path prefix, or neither (the default upstream). */
@@ -11,7 +11,7 @@ export interface Route {
 }
 
 export interface RouterUpstream {
-  client: UpstreamClient;
+  client: Upstream;
   /** Other names of the same registry (docker.io = index.docker.io = registry-1.docker.io). */
   aliases: readonly string[];
 }
@@ -26,7 +26,7 @@ export interface RouterUpstream {
  * client can make archway reach a host of its choosing.
  */
 export class Router {
-  private readonly byHost = new Map<string, UpstreamClient>();
+  private readonly byHost = new Map<string, Upstream>();
 
   constructor(
     upstreams: ReadonlyMap<string, RouterUpstream>,

@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import { request, type Dispatcher } from 'undici';
 import { RegistryError } from '../errors.ts';
 import { digestAlgorithm, digestOf, parseDigest, type Digest } from '../oci/digest.ts';
@@ -9,6 +8,7 @@ import { UpstreamAuth, type Credentials } from './auth.ts';
 import { BodyTooLargeError, discardBody, readLimited, readLimitedBuffer } from './body.ts';
 import { badUpstream, isUpstreamOutage, isUpstreamWideFailure, upstreamStatusError, upstreamTransportError, type FetchKind } from './errors.ts';
 import { UpstreamHealth } from './health.ts';
+import type { BlobResponse, FetchedManifest, ManifestHead, PassThroughResponse, Upstream } from './upstream.ts';
 
 /** The spec lets registries refuse manifests over 4 MiB; archway refuses to cache larger ones. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
@@ -36,30 +36,6 @@ export interface UpstreamOptions {
   namespace?: string | undefined;
 }
 
-export interface FetchedManifest {
-  bytes: Buffer;
-  mediaType: string;
-  digest: Digest;
-}
-
-export interface ManifestHead {
-  digest: Digest | undefined;
-  mediaType: string;
-  size: number | undefined;
-}
-
-export interface BlobResponse {
-  /** From Content-Length; undefined when the upstream streams chunked. */
-  size: number | undefined;
-  body: Readable;
-}
-
-export interface PassThroughResponse {
-  status: number;
-  body: Buffer;
-  headers: Record<string, string | string[] | undefined>;
-}
-
 interface SendOptions {
   method: 'GET' | 'HEAD';
   path: string;
@@ -76,7 +52,7 @@ interface SendOptions {
  * Authorization when the origin changes; where they (and token realms) may
  * lead is the dispatcher's address policy (see Dispatchers).
  */
-export class UpstreamClient {
+export class UpstreamClient implements Upstream {
   readonly name: string;
   readonly isolated: boolean;
   readonly health = new UpstreamHealth();

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RegistryError } from '../../src/errors.ts';
 import { Router } from '../../src/routing/router.ts';
-import type { UpstreamClient } from '../../src/upstream/client.ts';
+import type { Upstream } from '../../src/upstream/upstream.ts';
 
-const client = (name: string) => ({ name }) as UpstreamClient;
+const client = (name: string) => ({ name }) as Upstream;
 const router = new Router(
   new Map([
     ['docker.io', { client: client('docker.io'), aliases: ['index.docker.io', 'registry-1.docker.io'] }],

@@ -7,11 +7,11 @@ import type { ConfigInput } from '../../src/config/schema.ts';
 import { digestOf, type Digest } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { Router } from '../../src/routing/router.ts';
-import type { UpstreamClient } from '../../src/upstream/client.ts';
+import type { Upstream } from '../../src/upstream/upstream.ts';
 import { assembleIndex, indexFormatFor } from '../../src/virtual/assemble.ts';
 import { VirtualImages } from '../../src/virtual/virtual-images.ts';
 
-const client = (name: string) => ({ name }) as UpstreamClient;
+const client = (name: string) => ({ name }) as Upstream;
 
 function setUp(virtual: ConfigInput['virtual']) {
   const config = parseConfig({
