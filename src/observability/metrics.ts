@@ -91,6 +91,12 @@ export function createMetrics() {
       help: '1 while the cache disk refuses writes and archway serves without caching',
       registers: [registry],
     }),
+    clientsDropped: new Counter({
+      name: 'archway_client_connections_dropped_total',
+      help: 'Client connections closed by archway: stalled (took no bytes for timeouts.clientIdle) or over server.maxConnections',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     evictions: new Counter({
       name: 'archway_cache_evictions_total',
       help: 'Blobs evicted to stay under cache.maxSize',
