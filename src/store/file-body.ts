@@ -3,25 +3,6 @@ import { Readable, type Writable } from 'node:stream';
 import type { BufferPool } from '../util/buffer-pool.ts';
 
 /**
- * The largest single write to the socket. Progress of a slow client shows
- * per completed write (what the stalled-client watchdog in
- * src/http/stalled-clients.ts looks at): a 256 KiB write would complete only
- * after the client read all of it, 64 KiB pieces complete four times as often.
- */
-const WRITE_SLICE = 64 * 1024;
-
-/** Write `data` in slices, each after the previous one was taken; false if a write failed or `dest` went away. */
-async function writeSlices(dest: Writable, data: Buffer): Promise<boolean> {
-  for (let offset = 0; offset < data.length; offset += WRITE_SLICE) {
-    const ok = await new Promise<boolean>((resolve) => {
-      dest.write(data.subarray(offset, offset + WRITE_SLICE), (err) => resolve(!err));
-    });
-    if (!ok || dest.destroyed) return false;
-  }
-  return true;
-}
-
-/**
  * A byte range of a cached blob file. Readable like any stream (for the
  * `cache verify` command and other generic consumers), and with a faster path
  * for the HTTP answer, `writeTo`, that reads into two recycled buffers: one
@@ -91,7 +72,9 @@ export class FileBody extends Readable {
         const n = await this.readChunk(buffer, Math.min(buffer.length, this.end - this.position));
         if (previousWrite && !(await Promise.race([previousWrite, closed]))) return;
         if (dest.destroyed) return;
-        previousWrite = writeSlices(dest, n === buffer.length ? buffer : buffer.subarray(0, n));
+        previousWrite = new Promise<boolean>((resolve) => {
+          dest.write(n === buffer.length ? buffer : buffer.subarray(0, n), (err) => resolve(!err));
+        });
       }
       if (previousWrite && !(await Promise.race([previousWrite, closed]))) return;
       recyclable = true;
