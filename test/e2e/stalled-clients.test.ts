@@ -9,7 +9,10 @@
 // connection is closed at once.
 import assert from 'node:assert/strict';
 import { access } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import { Agent } from 'undici';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -22,7 +25,9 @@ import { waitFor } from '../harness/process.ts';
 import { fdSnapshot, settledFds } from '../harness/proc-fds.ts';
 import { parseResponses } from '../harness/raw-http.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
+import { freePort } from '../harness/ports.ts';
 import { pushLayout } from '../harness/skopeo.ts';
+import { issueServerCert, makeTestCa } from '../harness/tls-certs.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
 
 const MiB = 1024 * 1024;
@@ -292,5 +297,60 @@ describe('server.maxConnections', () => {
     });
     assert.ok(count >= 1, `counted: ${count}`);
     open.push(next);
+  });
+});
+
+describe('over HTTPS, on a server.ports listener', () => {
+  let secure: ArchwayProcess;
+  let extraPort: number;
+  let ca: string;
+  let dispatcher: Agent;
+
+  before(async () => {
+    const pki = join(work, 'pki');
+    await mkdir(pki, { recursive: true });
+    const testCa = await makeTestCa(pki);
+    const cert = await issueServerCert(testCa, { dir: pki, name: 'archway', commonName: 'archway', serialHex: '5A11ED' });
+    ca = await readFile(testCa.certPath, 'utf8');
+    dispatcher = new Agent({ connect: { ca } });
+    extraPort = await freePort();
+    secure = await startArchwayProcess({
+      upstreams: { 'docker.io': { url: registry.url } },
+      defaultUpstream: 'docker.io',
+      server: { tls: { cert: cert.certPath, key: cert.keyPath }, ports: [extraPort] },
+      timeouts: { clientIdle: `${CLIENT_IDLE_MS}ms` },
+      log: { level: 'warn' },
+    });
+    const base = `https://127.0.0.1:${extraPort}`;
+    for (const path of ['manifests/latest', `manifests/${image.manifests[0]?.digest}`, `blobs/${layerDigest}`]) {
+      const r = await http(`${base}/v2/library/big/${path}`, { headers: { accept: ACCEPT.all }, dispatcher });
+      assert.equal(r.status, 200, path);
+    }
+  });
+
+  after(async () => {
+    await dispatcher?.close();
+    await secure?.kill();
+  });
+
+  it('a client that stops reading is closed within clientIdle and a margin', async () => {
+    const metric = () => scrapeMetric(secure.url, 'archway_client_connections_dropped_total', { reason: 'stalled' }, dispatcher);
+    const before = await metric();
+    let received = 0;
+    const socket = tlsConnect({ host: '127.0.0.1', port: extraPort, ca });
+    socket.on('error', () => undefined);
+    socket.on('data', (d: Buffer) => {
+      received += d.length;
+      if (received >= 64 * 1024) socket.pause();
+    });
+    await new Promise<void>((resolve) => socket.once('secureConnect', () => resolve()));
+    socket.write(blobRequest());
+    await waitFor(() => received >= 64 * 1024, { timeoutMs: 5000, description: 'the first 64 KiB' });
+    const stoppedAt = performance.now();
+    await waitFor(async () => (await metric()) > before, { timeoutMs: CLIENT_IDLE_MS * 1.25 + 3000, intervalMs: 50, description: 'archway to drop the stalled TLS client' });
+    const ms = performance.now() - stoppedAt;
+    figures.push(`stalled HTTPS client (server.ports listener) dropped ${(ms / 1000).toFixed(2)} s after it stopped reading`);
+    assert.ok(ms >= CLIENT_IDLE_MS - 100, `dropped after only ${Math.round(ms)} ms`);
+    socket.destroy();
   });
 });
