@@ -10,7 +10,7 @@ import { readSecret } from './config/secrets.ts';
 import { installAccessHook } from './http/access-hook.ts';
 import { installErrorHandler, sendError, toRegistryError } from './http/error-handler.ts';
 import { badUrlError, installRequestHygiene, refuseConnect } from './http/request-hygiene.ts';
-import { answerClientError, createListener, NOSNIFF, type ListenerSettings } from './http/listener.ts';
+import { answerClientError, createListener, type ListenerSettings } from './http/listener.ts';
 import { StalledClients } from './http/stalled-clients.ts';
 import { reloadTls } from './http/tls.ts';
 import { registerHealthRoutes } from './http/health-routes.ts';
@@ -142,7 +142,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
     // Errors fastify raises before routing (a URL it cannot decode) get the spec's envelope too.
     frameworkErrors: (error, request, reply) => {
       const err = error.code === 'FST_ERR_BAD_URL' ? badUrlError() : toRegistryError(error);
-      sendError(request.method, (reply as unknown as FastifyReply).header(...NOSNIFF), err);
+      sendError(request.method, reply as unknown as FastifyReply, err);
     },
   });
   // Write methods are refused (405) without parsing anything: bodies are thrown away as
