@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startArchwayProcess, type ArchwayProcess } from '../harness/archway-process.ts';
-import { digestHex } from '../harness/digest.ts';
+import { digestHex, sha256Digest } from '../harness/digest.ts';
 import { ACCEPT, http } from '../harness/http.ts';
 import { buildImage, type BuiltImage } from '../harness/images.ts';
 import { scrapeMetric } from '../harness/metrics.ts';
@@ -25,6 +25,7 @@ import { waitFor } from '../harness/process.ts';
 import { fdSnapshot, settledFds } from '../harness/proc-fds.ts';
 import { parseResponses } from '../harness/raw-http.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
+import { startFaultFront, type FaultFront } from '../harness/fault-front.ts';
 import { freePort } from '../harness/ports.ts';
 import { pushLayout } from '../harness/skopeo.ts';
 import { issueServerCert, makeTestCa } from '../harness/tls-certs.ts';
@@ -352,5 +353,46 @@ describe('over HTTPS, on a server.ports listener', () => {
     figures.push(`stalled HTTPS client (server.ports listener) dropped ${(ms / 1000).toFixed(2)} s after it stopped reading`);
     assert.ok(ms >= CLIENT_IDLE_MS - 100, `dropped after only ${Math.round(ms)} ms`);
     socket.destroy();
+  });
+});
+
+describe('a client waiting for a slow upstream', () => {
+  let front: FaultFront;
+  let proc: ArchwayProcess;
+  let slow: BuiltImage;
+
+  before(async () => {
+    slow = await buildImage({ dir: join(work, 'slow'), tag: 'latest', platforms: [{ os: 'linux', architecture: 'amd64' }], format: 'oci', layerSizes: [96 * 1024], seed: 'slow-fill' });
+    await pushLayout(slow, { hostPort: registry.hostPort, name: 'library/slow' });
+    front = await startFaultFront(registry);
+    proc = await startArchwayProcess({
+      upstreams: { 'docker.io': { url: front.url } },
+      defaultUpstream: 'docker.io',
+      timeouts: { clientIdle: `${CLIENT_IDLE_MS}ms` },
+      log: { level: 'warn' },
+    });
+    assert.equal((await http(`${proc.url}/v2/library/slow/manifests/latest`, { headers: { accept: ACCEPT.all } })).status, 200);
+  });
+
+  after(async () => {
+    await proc?.kill();
+    await front?.stop();
+  });
+
+  it('is not cut while archway itself waits for the bytes, longer than clientIdle between chunks', async () => {
+    const layer = slow.manifests[0]?.layers[0];
+    assert.ok(layer);
+    const size = slow.blobs.get(layer.digest)?.size ?? 0;
+    const pauseMs = CLIENT_IDLE_MS + 1000;
+    front.setMode({ kind: 'trickle', chunkBytes: Math.ceil(size / 3), pauseMs });
+    const before = await dropped(proc, 'stalled');
+    const started = performance.now();
+    const r = await http(`${proc.url}/v2/library/slow/blobs/${layer.digest}`);
+    const ms = performance.now() - started;
+    front.setMode({ kind: 'pass' });
+    assert.equal(r.status, 200);
+    assert.equal(sha256Digest(r.body), layer.digest, 'the whole blob');
+    assert.ok(ms >= 2 * pauseMs, `the upstream was slow: ${Math.round(ms)} ms`);
+    assert.equal(await dropped(proc, 'stalled'), before, 'not dropped as stalled');
   });
 });
