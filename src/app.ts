@@ -10,7 +10,9 @@ import { readSecret } from './config/secrets.ts';
 import { installAccessHook } from './http/access-hook.ts';
 import { installErrorHandler, sendError, toRegistryError } from './http/error-handler.ts';
 import { badUrlError, installRequestHygiene, refuseConnect } from './http/request-hygiene.ts';
-import { createListener, reloadTls } from './http/tls.ts';
+import { answerClientError, createListener, type ListenerSettings } from './http/listener.ts';
+import { StalledClients } from './http/stalled-clients.ts';
+import { reloadTls } from './http/tls.ts';
 import { registerHealthRoutes } from './http/health-routes.ts';
 import { installRequestLog } from './http/request-context.ts';
 import { registerV2Routes } from './http/v2-routes.ts';
@@ -120,13 +122,23 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
 
   const platforms = new PlatformPolicy(config.platform);
 
+  const listenerSettings: ListenerSettings = {
+    tls: config.server.tls,
+    headersTimeout: config.timeouts.clientHeaders,
+    bodyTimeout: config.timeouts.clientBody,
+    keepAliveTimeout: config.timeouts.clientKeepAlive,
+    maxConnections: config.server.maxConnections,
+    onDropped: () => metrics.clientsDropped.inc({ reason: 'max-connections' }),
+  };
+  const stalled = new StalledClients(config.timeouts.clientIdle, () => metrics.clientsDropped.inc({ reason: 'stalled' }));
   // Extra listeners (server.ports) share fastify's request handler, captured here.
   let handler: RequestListener | undefined;
   const app = Fastify({
     serverFactory: (h) => {
       handler = h;
-      return createListener(h, config.server.tls);
+      return createListener(h, listenerSettings);
     },
+    clientErrorHandler: answerClientError,
     // X-Forwarded-For is believed only from these (it decides the client address for platform rules).
     trustProxy: config.server.trustedProxies.length ? [...config.server.trustedProxies] : false,
     loggerInstance: logger as FastifyBaseLogger,
@@ -187,9 +199,14 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   });
   await app.ready();
   scrubber?.start();
-  const extraServers = config.server.ports.map((port) => ({ port, server: createListener(handler as RequestListener, config.server.tls) }));
+  const extraServers = config.server.ports.map((port) => ({ port, server: createListener(handler as RequestListener, listenerSettings) }));
   const scheme = config.server.tls ? 'https' : 'http';
-  for (const server of [app.server, ...extraServers.map((e) => e.server)]) refuseConnect(server);
+  for (const server of [app.server, ...extraServers.map((e) => e.server)]) {
+    refuseConnect(server);
+    stalled.attach(server);
+  }
+  // fastify answers client errors on its own listener; the others answer alike.
+  for (const { server } of extraServers) server.on('clientError', answerClientError);
 
   const listen = async (port = config.server.port): Promise<string[]> => {
     const addresses = [await app.listen({ host: config.server.host, port })];
@@ -222,6 +239,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       }
       jobs.stop();
       await scrubber?.stop();
+      stalled.stop();
       await fills.cancelAll();
       await dispatchers.close();
       // Fills released their leases above; now the shared services can go.

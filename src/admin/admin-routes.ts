@@ -14,7 +14,7 @@ import type { AdminGuard } from './admin-guard.ts';
 import type { CacheInventory } from './cache-inventory.ts';
 import type { PrefetchJobs } from './prefetch.ts';
 import { cacheSummary, InventorySnapshot } from './cache-summary.ts';
-import { STATUS_PAGE } from './status-page.ts';
+import { statusPage } from './status-page.ts';
 import type { TrafficStats } from '../observability/traffic.ts';
 
 export interface AdminServices {
@@ -50,6 +50,7 @@ const TOP = 10;
  */
 export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices): Promise<void> {
   const snapshot = new InventorySnapshot(s);
+  const page = statusPage();
   await app.register(async (scope) => {
     scope.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: 64 * 1024 }, (_request, body, done) => {
       try {
@@ -68,7 +69,9 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
       s.guard.check(request.headers.authorization);
     });
 
-    scope.get('/_archway/', async (_request, reply) => reply.header('content-type', 'text/html; charset=utf-8').header('cache-control', 'no-store').send(STATUS_PAGE));
+    scope.get('/_archway/', async (_request, reply) =>
+      reply.header('content-type', 'text/html; charset=utf-8').header('cache-control', 'no-store').headers(page.headers).send(page.html),
+    );
 
     scope.get('/_archway/cache', async (_request, reply) => reply.header('cache-control', 'no-store').send(await cacheSummary(s, snapshot)));
 

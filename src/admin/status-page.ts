@@ -1,9 +1,13 @@
+import { createHash } from 'node:crypto';
+
 /**
  * The status page: one self-contained HTML document (no external assets, no
  * framework) that reads /_archway/status and /_archway/cache with the admin
  * token and redraws every few seconds. The token comes from the URL fragment
  * (`/_archway/#token=…`, never sent to a server) or a form, and is kept in
- * sessionStorage for the tab's life.
+ * sessionStorage for the tab's life. No inline style attributes: the
+ * Content-Security-Policy allows only the one <style> and the one <script>
+ * below, by hash (statusPage()).
  */
 export const STATUS_PAGE = `<!doctype html>
 <html lang="en">
@@ -28,7 +32,7 @@ export const STATUS_PAGE = `<!doctype html>
   .figure b { display: block; font-size: 1.3rem; }
   .figure span { color: var(--muted); font-size: .85rem; }
   .bar { height: .7rem; background: var(--line); border-radius: 4px; overflow: hidden; margin: .6rem 0 .2rem; }
-  .bar > div { height: 100%; background: var(--cache); }
+  .bar > div { height: 100%; width: 0; background: var(--cache); }
   .scroll { overflow-x: auto; }
   table { border-collapse: collapse; width: 100%; font-size: .9rem; }
   th, td { text-align: left; padding: .3rem .5rem; border-bottom: 1px solid var(--line); vertical-align: top; }
@@ -37,6 +41,7 @@ export const STATUS_PAGE = `<!doctype html>
   .chip.yes { background: var(--ok); color: #fff; } .chip.partial { background: var(--part); } .chip.no { background: var(--line); color: var(--muted); }
   .state-ok { color: var(--ok); font-weight: 600; } .state-down { color: var(--bad); font-weight: 600; }
   .legend span::before { content: ""; display: inline-block; width: .7rem; height: .7rem; margin: 0 .3rem 0 .8rem; border-radius: 2px; background: var(--c); }
+  .legend .from-cache { --c: var(--cache); } .legend .from-upstream { --c: var(--up); }
   svg { width: 100%; height: 9rem; display: block; }
   #error { color: var(--bad); }
   form { display: flex; gap: .5rem; flex-wrap: wrap; } input { flex: 1; min-width: 12rem; padding: .4rem; }
@@ -55,7 +60,7 @@ export const STATUS_PAGE = `<!doctype html>
       <div class="figure"><b id="cache-manifests">–</b><span>manifests</span></div>
       <div class="figure"><b id="cache-tags">–</b><span>tags</span></div>
     </div>
-    <div class="bar" aria-label="cache use"><div id="cache-fill" style="width:0"></div></div>
+    <div class="bar" aria-label="cache use"><div id="cache-fill"></div></div>
   </section>
   <section>
     <h2>Since start</h2>
@@ -66,7 +71,7 @@ export const STATUS_PAGE = `<!doctype html>
     </div>
   </section>
   <section class="wide">
-    <h2>Last hour <small class="legend"><span style="--c:var(--cache)">from cache</span><span style="--c:var(--up)">from upstream</span></small></h2>
+    <h2>Last hour <small class="legend"><span class="from-cache">from cache</span><span class="from-upstream">from upstream</span></small></h2>
     <svg id="chart" viewBox="0 0 600 120" preserveAspectRatio="none" role="img" aria-label="bytes served per minute"></svg>
     <small id="hour-ratio"></small>
   </section>
@@ -176,3 +181,40 @@ setInterval(refresh, 5000);
 </body>
 </html>
 `;
+
+export interface StatusPage {
+  html: string;
+  /** Headers of the page's answer: its Content-Security-Policy and the rest of what keeps it from being framed or leaking. */
+  headers: Record<string, string>;
+}
+
+/**
+ * The page with its Content-Security-Policy, computed once (at start): nothing
+ * from elsewhere, no plugin, no frame, no form target; the page's own inline
+ * <style> and <script> run because their hashes are listed, and nothing else
+ * inline would (an injected tag, or an upstream's manifest someone got a
+ * browser to render on this origin, where the admin token lives).
+ */
+export function statusPage(): StatusPage {
+  const hash = (tag: 'style' | 'script') => {
+    const found = new RegExp(`<${tag}>([\\s\\S]*?)</${tag}>`).exec(STATUS_PAGE);
+    if (!found?.[1]) throw new Error(`status page without a <${tag}>`);
+    return `'sha256-${createHash('sha256').update(found[1], 'utf8').digest('base64')}'`;
+  };
+  const csp = [
+    "default-src 'none'",
+    `script-src ${hash('script')}`,
+    `style-src ${hash('style')}`,
+    // The favicon is an empty data: URL (no request for /favicon.ico).
+    'img-src data:',
+    // fetch() of /_archway/status and /_archway/cache.
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+  ].join('; ');
+  return {
+    html: STATUS_PAGE,
+    headers: { 'content-security-policy': csp, 'x-frame-options': 'DENY', 'referrer-policy': 'no-referrer' },
+  };
+}

@@ -183,6 +183,12 @@ export const configSchema = z
         trustedProxies: z.array(cidr).default([]),
         /** How long shutdown waits for in-flight responses before closing them. */
         shutdownTimeout: duration.default(10_000),
+        /**
+         * Open connections per listener (Node's server.maxConnections); beyond it a new
+         * connection is closed at once. Each holds a socket and its buffers: a bound, like
+         * nginx's worker_connections, far above what a fleet of pulling clients opens.
+         */
+        maxConnections: z.number().int().positive().default(10_000),
         /** HTTPS on every listener; both files are re-read on SIGHUP. */
         tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
       })
@@ -226,6 +232,18 @@ export const configSchema = z
         body: duration.default(5 * 60_000),
         /** The slowest average rate a blob body may arrive at, past `body`, in bytes per second. */
         bodyMinRate: size.default(256 * 1024),
+        /**
+         * A client connection with bytes waiting to go out that takes none of them for
+         * this long is closed, releasing the blob it pinned, its file and its buffers
+         * (nginx's send_timeout). Time archway spends waiting for an upstream does not count.
+         */
+        clientIdle: duration.default(60_000),
+        /** Until a client's request headers have all arrived (nginx's client_header_timeout); a half-sent request is then closed. */
+        clientHeaders: duration.default(60_000),
+        /** After the headers, until the request body has arrived (nginx's client_body_timeout); archway reads no bodies but refuses them politely. */
+        clientBody: duration.default(60_000),
+        /** How long an idle keep-alive connection stays open between requests (nginx's keepalive_timeout). */
+        clientKeepAlive: duration.default(75_000),
       })
       .strict()
       .prefault({}),

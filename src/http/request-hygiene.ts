@@ -1,6 +1,7 @@
 import type { Server } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { RegistryError, errorBody } from '../errors.ts';
+import { NOSNIFF } from './listener.ts';
 
 /** Headers that must not be repeated: a repeat makes the request mean two things (RFC 9110 §5.3, §7.2). */
 const SINGLE = new Set(['host', 'authorization', 'content-length']);
@@ -39,7 +40,7 @@ export function refuseConnect(server: Server): void {
     const body = JSON.stringify(errorBody(new RegistryError('UNSUPPORTED', 'CONNECT is not supported: archway is a registry, not a proxy')));
     socket.on('error', () => undefined);
     socket.end(
-      `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 405 Method Not Allowed\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${NOSNIFF[0]}: ${NOSNIFF[1]}\r\nconnection: close\r\n\r\n${body}`,
     );
   });
 }

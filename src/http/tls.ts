@@ -1,16 +1,11 @@
 import { readFileSync } from 'node:fs';
-import { createServer as createHttpServer, type RequestListener, type Server } from 'node:http';
-import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
+import type { Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import { ConfigError } from '../config/load.ts';
 
 export interface TlsFiles {
   cert: string;
   key: string;
-}
-
-/** A listener: HTTPS with the configured certificate, else plain HTTP. */
-export function createListener(handler: RequestListener, tls: TlsFiles | undefined): Server {
-  return tls ? createHttpsServer(readTls(tls), handler) : createHttpServer(handler);
 }
 
 /**
@@ -23,7 +18,7 @@ export function reloadTls(servers: Server[], tls: TlsFiles): void {
   for (const server of servers) (server as HttpsServer).setSecureContext(context);
 }
 
-function readTls(tls: TlsFiles): { cert: string; key: string } {
+export function readTls(tls: TlsFiles): { cert: string; key: string } {
   try {
     return { cert: readFileSync(tls.cert, 'utf8'), key: readFileSync(tls.key, 'utf8') };
   } catch (e) {

@@ -167,10 +167,8 @@ async function tags(reply: FastifyReply, route: Route, name: string, query: stri
   if (typeof link === 'string') {
     reply.header('link', rewriteLink(link, route.repository, name, ns));
   }
-  return reply
-    .code(res.status)
-    .header('content-type', headerValue(res.headers['content-type']) ?? 'application/json')
-    .send(withClientName(res.body, route.repository, name));
+  // JSON, whatever the upstream called it (UpstreamClient checked it is a JSON object): text/html would be a page on archway's origin.
+  return reply.code(res.status).header('content-type', 'application/json').send(withClientName(res.body, route.repository, name));
 }
 
 async function virtualTags(reply: FastifyReply, virtuals: VirtualImageService, image: VirtualImage, name: string, query: URLSearchParams) {

@@ -124,6 +124,12 @@ export function createMetrics() {
       help: 'Bytes of cached blobs re-read and hashed by the background scrub (cache.scrub)',
       registers: [registry],
     }),
+    clientsDropped: new Counter({
+      name: 'archway_client_connections_dropped_total',
+      help: 'Client connections closed by archway: stalled (took no bytes for timeouts.clientIdle) or over server.maxConnections',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     evictions: new Counter({
       name: 'archway_cache_evictions_total',
       help: 'Blobs evicted to stay under cache.maxSize',

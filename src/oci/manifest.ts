@@ -1,6 +1,6 @@
 import { RegistryError } from '../errors.ts';
 import { parseDigest, type Digest } from './digest.ts';
-import { MediaType, bareMediaType } from './media-types.ts';
+import { bareMediaType, isManifestMediaType } from './media-types.ts';
 
 export interface Platform {
   os: string;
@@ -22,20 +22,19 @@ export interface ManifestIndex {
 }
 
 /**
- * The media type of manifest bytes: the upstream's Content-Type when it names
- * one, else the `mediaType` field, else a guess from the shape (OCI allows the
- * field to be absent).
+ * The manifest media type to serve these bytes with, one archway checked: the
+ * body's `mediaType` field when it is a manifest type, else (OCI allows the
+ * field to be absent) the upstream's Content-Type when it is one. Undefined
+ * when neither is: the bytes would go out under a type a browser might render
+ * (text/html with a <script> in an annotation), so they are not served at all.
+ * A body whose own field names another type is not trusted on the header's word.
  */
-export function manifestMediaType(bytes: Buffer, contentType: string | undefined): string {
+export function manifestMediaType(bytes: Buffer, contentType: string | undefined): string | undefined {
   // Parsed whatever the header says: an HTML error page with a 200 is not a manifest.
   const doc = parseJson(bytes);
+  if (doc.mediaType !== undefined) return typeof doc.mediaType === 'string' && isManifestMediaType(doc.mediaType) ? doc.mediaType : undefined;
   const fromHeader = contentType ? bareMediaType(contentType) : '';
-  if (fromHeader && fromHeader !== 'application/json' && fromHeader !== 'text/plain' && fromHeader !== 'application/octet-stream') {
-    return fromHeader;
-  }
-  if (typeof doc.mediaType === 'string') return doc.mediaType;
-  if (Array.isArray(doc.manifests)) return MediaType.OciIndex;
-  return MediaType.OciManifest;
+  return isManifestMediaType(fromHeader) ? fromHeader : undefined;
 }
 
 /** Parse the entries of an OCI index or Docker manifest list; throws MANIFEST_INVALID on junk. */

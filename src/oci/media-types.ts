@@ -6,6 +6,9 @@ export const MediaType = {
   DockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
 } as const;
 
+/** Every manifest media type archway serves; a manifest labelled otherwise is never served (it could be read as a page). */
+export const MANIFEST_MEDIA_TYPES: readonly string[] = Object.values(MediaType);
+
 export const INDEX_MEDIA_TYPES: readonly string[] = [MediaType.OciIndex, MediaType.DockerManifestList];
 
 /** What archway asks upstreams for: everything, so the cache holds the whole truth. */
@@ -17,6 +20,10 @@ export const UPSTREAM_MANIFEST_ACCEPT = [
   // Not schema 1: its signatures make the served bytes disagree with its digest, and
   // every client archway serves reads schema 2.
 ].join(', ');
+
+export function isManifestMediaType(mediaType: string): boolean {
+  return MANIFEST_MEDIA_TYPES.includes(mediaType);
+}
 
 export function isIndexMediaType(mediaType: string): boolean {
   return INDEX_MEDIA_TYPES.includes(mediaType);

@@ -3,7 +3,7 @@ import { RegistryError } from '../errors.ts';
 import { LRUCache } from 'lru-cache';
 import { digestOf, type Digest } from '../oci/digest.ts';
 import { parseIndex, type Descriptor, type ManifestIndex } from '../oci/manifest.ts';
-import { clientAcceptsIndex, isIndexMediaType, MediaType } from '../oci/media-types.ts';
+import { clientAcceptsIndex, isIndexMediaType, isManifestMediaType, MediaType } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import type { Metrics } from '../observability/metrics.ts';
 import { filterIndex } from '../platform/filter-index.ts';
@@ -147,7 +147,7 @@ export class ManifestService {
 
   private async byDigest(route: Route, digest: Digest): Promise<ManifestAnswer> {
     const upstream = route.upstream.name;
-    const cached = await this.opts.manifests.get(upstream, digest);
+    const cached = await this.cached(upstream, digest);
     if (cached) {
       await this.opts.access.ensure(route, digest, 'manifest');
       this.opts.sizes.learn(upstream, cached);
@@ -167,7 +167,7 @@ export class ManifestService {
     const upstream = route.upstream.name;
     const record = await this.opts.tags.get(upstream, route.repository, tag);
     if (record && this.now() - record.checkedAt < this.opts.tagTtlMs) {
-      const manifest = await this.opts.manifests.get(upstream, record.digest);
+      const manifest = await this.cached(upstream, record.digest);
       if (manifest) {
         this.opts.sizes.learn(upstream, manifest);
         return { record, manifest, outcome: 'hit' };
@@ -183,7 +183,7 @@ export class ManifestService {
   private async refreshTag(route: Route, tag: string, known: TagRecord | undefined): Promise<TagAnswer> {
     const upstream = route.upstream;
     const { manifests, tags } = this.opts;
-    const cached = known ? await manifests.get(upstream.name, known.digest) : undefined;
+    const cached = known ? await this.cached(upstream.name, known.digest) : undefined;
     if (known && cached && upstream.health.down) {
       // Known to be failing: do not make this client wait for it to fail again.
       return this.stale(route, tag, known, cached, upstream.health.lastError ?? 'upstream down');
@@ -232,7 +232,19 @@ export class ManifestService {
 
   /** A manifest kept under a store key (an index archway made), or undefined. */
   stored(storeKey: string, digest: Digest): Promise<StoredManifest | undefined> {
-    return this.opts.manifests.get(storeKey, digest);
+    return this.cached(storeKey, digest);
+  }
+
+  /**
+   * A stored manifest, if it may be served. One an older archway stored under
+   * the upstream's word for its type (text/html, say) is a miss rather than a
+   * 502: its bytes are sound (digest-checked), only the label is not, and the
+   * upstream's answer, checked now, replaces it; a 502 would keep the entry
+   * unservable until someone purged it.
+   */
+  private async cached(storeKey: string, digest: Digest): Promise<StoredManifest | undefined> {
+    const manifest = await this.opts.manifests.get(storeKey, digest);
+    return manifest && isManifestMediaType(manifest.mediaType) ? manifest : undefined;
   }
 
   /** Keep a manifest archway made (best effort, like every cache write). */

@@ -90,12 +90,14 @@ export class UpstreamClient implements Upstream {
       if (err instanceof BodyTooLargeError) throw this.badUpstream(`manifest larger than ${MAX_MANIFEST_BYTES} bytes`);
       throw upstreamTransportError(this.name, err);
     }
-    let mediaType: string;
+    let mediaType: string | undefined;
     try {
       mediaType = manifestMediaType(bytes, header(res.headers, 'content-type'));
     } catch {
       throw this.badUpstream('manifest is not JSON');
     }
+    // What the upstream claimed is not repeated: it is the upstream's text, not archway's.
+    if (mediaType === undefined) throw this.badUpstream('manifest has no manifest media type (neither its mediaType field nor its Content-Type names one)');
     // The digest a client will verify is over exactly these bytes.
     const claimed = header(res.headers, 'docker-content-digest');
     let expected: Digest | undefined;
@@ -178,6 +180,8 @@ export class UpstreamClient implements Upstream {
       if (err instanceof BodyTooLargeError) throw this.badUpstream('response too large');
       throw upstreamTransportError(this.name, err);
     }
+    // Served as JSON whatever the upstream said it was: it has to be JSON, then.
+    if (!isJsonObject(body)) throw this.badUpstream(`${kind} answer is not a JSON object`);
     return { status: res.statusCode, body, headers: res.headers };
   }
 
@@ -277,6 +281,15 @@ function answeredBy(res: Dispatcher.ResponseData): string | undefined {
 function withDeadline(signal: AbortSignal | undefined, ms: number): AbortSignal {
   const deadline = AbortSignal.timeout(ms);
   return signal ? AbortSignal.any([signal, deadline]) : deadline;
+}
+
+function isJsonObject(body: Buffer): boolean {
+  try {
+    const doc: unknown = JSON.parse(body.toString('utf8'));
+    return typeof doc === 'object' && doc !== null && !Array.isArray(doc);
+  } catch {
+    return false;
+  }
 }
 
 function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
