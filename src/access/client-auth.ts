@@ -126,12 +126,12 @@ export class ClientAuth {
       ok = await this.config.passwords.check(password, hash ?? this.dummyHash);
     } catch (err) {
       // Nothing was checked: the attempt is not a failure.
-      attempt?.succeeded();
+      attempt?.finish(true);
       this.config.onCheck?.('busy');
       throw err;
     }
+    attempt?.finish(ok && hash !== undefined);
     if (ok && hash) {
-      attempt?.succeeded();
       this.config.onCheck?.('ok');
       const p = this.principal(user, this.config.grants[user] ?? ['**']);
       this.verified.set(key, p);

@@ -12,18 +12,27 @@ export interface FailedLoginLimits {
 interface Bucket {
   tokens: number;
   refilledAt: number;
+  inFlight: number;
 }
 
-/** An attempt that may fail: `succeeded()` gives its token back. */
+/** A password check in progress: `finish(true)` (it succeeded, or never ran) gives its token back. */
 export interface LoginAttempt {
-  succeeded(): void;
+  finish(tokenBack: boolean): void;
 }
+
+/**
+ * Password checks one address may have waiting or running at once. Without
+ * it one address's burst fills the whole bounded queue and every other
+ * client's login is refused as busy; a client needs one check per credential
+ * (parallel requests with the same credential share one).
+ */
+const MAX_IN_FLIGHT_PER_ADDRESS = 4;
 
 /**
  * Failed password logins per client address, counted before any hashing: a
  * token bucket per address, where every password check takes a token up
  * front (so 32 guesses in flight are 32 tokens, not 0 until they fail) and
- * a success gives it back. Only failures cost: users behind the same NAT as
+ * a success gives it back; at most a few checks per address wait at once. Only failures cost: users behind the same NAT as
  * a guesser who already logged in are never refused (ClientAuth does not ask
  * for credentials it remembers as good), and a new login there waits only
  * until the bucket refills, never forever.
@@ -44,7 +53,7 @@ export class FailedLoginLimiter {
     const key = clientKey(address);
     const now = this.now();
     const perMs = this.limits.perMinute / 60_000;
-    const bucket = this.buckets.get(key) ?? { tokens: this.limits.burst, refilledAt: now };
+    const bucket = this.buckets.get(key) ?? { tokens: this.limits.burst, refilledAt: now, inFlight: 0 };
     bucket.tokens = Math.min(this.limits.burst, bucket.tokens + (now - bucket.refilledAt) * perMs);
     bucket.refilledAt = now;
     this.buckets.set(key, bucket);
@@ -52,13 +61,18 @@ export class FailedLoginLimiter {
       const waitS = Math.max(1, Math.ceil((1 - bucket.tokens) / perMs / 1000));
       throw new RegistryError('TOOMANYREQUESTS', 'too many failed logins from this address', { headers: { 'retry-after': String(waitS) } });
     }
+    if (bucket.inFlight >= MAX_IN_FLIGHT_PER_ADDRESS) {
+      throw new RegistryError('TOOMANYREQUESTS', 'too many logins in progress from this address', { headers: { 'retry-after': '1' } });
+    }
     bucket.tokens -= 1;
-    let returned = false;
+    bucket.inFlight++;
+    let finished = false;
     return {
-      succeeded: () => {
-        if (returned) return;
-        returned = true;
-        bucket.tokens = Math.min(this.limits.burst, bucket.tokens + 1);
+      finish: (tokenBack) => {
+        if (finished) return;
+        finished = true;
+        bucket.inFlight--;
+        if (tokenBack) bucket.tokens = Math.min(this.limits.burst, bucket.tokens + 1);
       },
     };
   }

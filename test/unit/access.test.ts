@@ -130,10 +130,22 @@ describe('failed logins and password checks', () => {
 
   it('guesses in flight hold their tokens: 32 at once from one address hash only `burst` of them', async () => {
     const checker = countingChecker(new Map(), 20);
-    const { auth } = build(checker, { burst: 5, perMinute: 1 });
+    const { auth } = build(checker, { burst: 3, perMinute: 1 });
     const answers = await Promise.all(Array.from({ length: 32 }, (_, i) => failure(auth.authenticate(basic('alice', `g${i}`), '10.0.0.3'))));
+    assert.equal(checker.calls, 3);
+    assert.equal(answers.filter((e) => e.code === 'TOOMANYREQUESTS').length, 29);
+  });
+
+  it('one address has at most 4 checks in flight, so it cannot fill the queue others need', async () => {
+    const checker = countingChecker(new Map([[HASH.carol, 'carol-pw']]), 20);
+    const { auth } = build(checker, { burst: 100, perMinute: 1 });
+    const guesses = Array.from({ length: 32 }, (_, i) => failure(auth.authenticate(basic('alice', `g${i}`), '10.0.0.4')));
+    const carol = auth.authenticate(basic('carol', 'carol-pw'), '10.0.0.5');
+    const answers = await Promise.all(guesses);
+    assert.equal((await carol).name, 'carol');
+    assert.equal(answers.filter((e) => e.code === 'TOOMANYREQUESTS').length, 28);
     assert.equal(checker.calls, 5);
-    assert.equal(answers.filter((e) => e.code === 'TOOMANYREQUESTS').length, 27);
+    assert.equal((await failure(auth.authenticate(basic('alice', 'later'), '10.0.0.4'))).status, 401, 'checks that finished make room');
   });
 
   it('addresses are counted per IPv4 address and per IPv6 /64', () => {
@@ -162,7 +174,8 @@ describe('failed logins and password checks', () => {
     assert.equal(ok, true);
     assert.equal(bad, false);
     assert.ok(took > 200, `two cost-12 checks took ${took.toFixed(0)} ms (they really ran)`);
-    assert.ok(worstGap < 100, `the event loop stalled for ${worstGap.toFixed(0)} ms during ${took.toFixed(0)} ms of hashing`);
+    // On the event loop, one check alone would stall it for half the time; a loaded machine may still pause it briefly.
+    assert.ok(worstGap < Math.max(100, took / 4), `the event loop stalled for ${worstGap.toFixed(0)} ms during ${took.toFixed(0)} ms of hashing`);
   });
 
   it('beyond workers plus queue, a check is refused at once with 429 TOOMANYREQUESTS', async () => {
