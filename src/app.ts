@@ -96,7 +96,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   }
   const router = new Router(upstreams, config.defaultUpstream);
   const fills = new BlobFills(blobStore, metrics, logger, storage, coordinator);
-  const access = new RepositoryAccess(confirmations, storage, stores.recordsBesideBlobs);
+  const access = new RepositoryAccess(confirmations, storage);
   const manifests = new ManifestService({
     manifests: manifestStore,
     tags: tagStore,
