@@ -4,7 +4,7 @@ import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../errors.ts';
 import { globToRegExp } from '../platform/glob.ts';
 import { SingleFlight } from '../util/single-flight.ts';
-import type { FailedLoginLimiter } from './login-limiter.ts';
+import type { FailedLoginLimiter, LoginAttempt } from './login-limiter.ts';
 import type { PasswordChecker } from './password-checks.ts';
 
 /** Who a request comes from, and which repositories it may pull. */
@@ -113,7 +113,7 @@ export class ClientAuth {
 
   /** One bcrypt check, limited per address first unless the credential was good recently. */
   private async checkPassword(key: string, user: string, password: string, client: string): Promise<Principal | undefined> {
-    let attempt;
+    let attempt: LoginAttempt | undefined;
     try {
       attempt = this.knownGood.has(key) ? undefined : this.config.failedLogins.attempt(client);
     } catch (err) {

@@ -18,6 +18,15 @@ describe('configuration', () => {
     assert.ok(Object.isFrozen(c.cache), 'the config is frozen');
   });
 
+  it('bounds password checks by default: failed logins per address, one worker, a short queue', () => {
+    const c = parseConfig({ ...minimal, auth: { htpasswd: '/etc/archway/htpasswd' } });
+    assert.deepEqual(c.auth?.failedLogins, { burst: 20, perMinute: 10 });
+    assert.equal(c.auth?.passwordWorkers, 1);
+    assert.equal(c.auth?.passwordQueue, 16);
+    assert.throws(() => parseConfig({ ...minimal, auth: { htpasswd: 'x', passwordWorkers: 0 } }), /auth\.passwordWorkers/);
+    assert.throws(() => parseConfig({ ...minimal, auth: { htpasswd: 'x', failedLogins: { burst: 0 } } }), /auth\.failedLogins\.burst/);
+  });
+
   it('reads platform rules, normalising their platforms', () => {
     const c = parseConfig({
       ...minimal,
