@@ -5,6 +5,8 @@ import { ConfigError } from './config/load.ts';
 import type { Config } from './config/schema.ts';
 import { ClientAuth } from './access/client-auth.ts';
 import { readHtpasswd } from './access/htpasswd.ts';
+import { FailedLoginLimiter } from './access/login-limiter.ts';
+import { PasswordCheckPool } from './access/password-checks.ts';
 import { RateLimiter } from './access/rate-limiter.ts';
 import { readSecret } from './config/secrets.ts';
 import { installAccessHook } from './http/access-hook.ts';
@@ -104,7 +106,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   const router = new Router(upstreams, config.defaultUpstream);
   const fills = new FillTable(blobStore, metrics, logger, storage, fillLimits(config), coordinator);
   const sizes = new DescriptorSizes();
-  const access = new RepositoryAccess(confirmations, storage, stores.recordsBesideBlobs);
+  const access = new RepositoryAccess(confirmations, storage);
   const manifests = new ManifestService({
     manifests: manifestStore,
     tags: tagStore,
@@ -165,7 +167,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   installRequestLog(app, metrics, traffic);
   installErrorHandler(app);
   installRequestHygiene(app);
-  const auth = config.auth ? clientAuth(config.auth, config.defaultUpstream) : undefined;
+  const auth = config.auth ? clientAuth(config.auth, config.defaultUpstream, metrics) : undefined;
   installAccessHook(app, {
     auth,
     protectMetrics: config.auth?.protectMetrics ?? false,
@@ -242,6 +244,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       stalled.stop();
       await fills.cancelAll();
       await dispatchers.close();
+      await auth?.close();
       // Fills released their leases above; now the shared services can go.
       await stores.close();
     })());
@@ -264,9 +267,12 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
   return { app, metrics, logger, listen, close, reload };
 }
 
-function clientAuth(auth: NonNullable<Config['auth']>, defaultUpstream: string): ClientAuth {
+function clientAuth(auth: NonNullable<Config['auth']>, defaultUpstream: string, metrics: Metrics): ClientAuth {
   return new ClientAuth({
     defaultUpstream,
+    passwords: new PasswordCheckPool({ workers: auth.passwordWorkers, queue: auth.passwordQueue }),
+    failedLogins: new FailedLoginLimiter(auth.failedLogins),
+    onCheck: (outcome) => metrics.clientLogins.inc({ outcome }),
     users: auth.htpasswd ? readHtpasswd(auth.htpasswd) : new Map(),
     grants: auth.users,
     tokens: auth.tokens.map((t, i) => ({

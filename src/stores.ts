@@ -26,8 +26,6 @@ export interface Stores {
   confirmations: ConfirmationStore;
   /** Who downloads a blob when several replicas want it. */
   coordinator: FillCoordinator;
-  /** The confirmations live beside the blobs (see RepositoryAccess): false when they are in Redis. */
-  recordsBesideBlobs: boolean;
   /** After the fills stopped: flush shared state, disconnect. */
   close(): Promise<void>;
 }
@@ -64,7 +62,6 @@ export async function createStores(config: Readonly<Config>, logger: Logger, onE
     confirmations: redis ? new RedisConfirmationStore(redis) : new FsConfirmationStore(config.cache.dir),
     // Leases only help when the blobs are shared: with a disk per replica, waiting for another's download gains nothing.
     coordinator: redis && config.redis && bucket ? new RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator(),
-    recordsBesideBlobs: !redis,
     close: async () => {
       await blobs.close?.();
       await redis?.quit().catch(() => redis.disconnect());

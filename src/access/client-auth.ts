@@ -3,6 +3,9 @@ import bcrypt from 'bcryptjs';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../errors.ts';
 import { globToRegExp } from '../platform/glob.ts';
+import { SingleFlight } from '../util/single-flight.ts';
+import type { FailedLoginLimiter, LoginAttempt } from './login-limiter.ts';
+import type { PasswordChecker } from './password-checks.ts';
 
 /** Who a request comes from, and which repositories it may pull. */
 export interface Principal {
@@ -19,15 +22,26 @@ export interface ClientAuthConfig {
   tokens: ReadonlyArray<{ name: string; token: string; repositories: readonly string[] }>;
   /** Patterns without a registry host are about this upstream. */
   defaultUpstream: string;
+  /** Where bcrypt runs (worker threads, bounded). */
+  passwords: PasswordChecker;
+  /** Failed logins per client address, counted before any hashing. */
+  failedLogins: FailedLoginLimiter;
+  /** Told the outcome of every password check it makes: ok, refused, limited, busy. */
+  onCheck?: (outcome: LoginOutcome) => void;
 }
+
+export type LoginOutcome = 'ok' | 'refused' | 'limited' | 'busy';
 
 /** A bcrypt check costs tens of milliseconds and docker sends credentials on every request. */
 const VERIFIED_TTL_MS = 5 * 60_000;
 /** Wrong credentials are remembered briefly, so repeating them costs no bcrypt. */
 const REFUSED_TTL_MS = 60_000;
-/** bcrypt checks at once: guessing can use this much CPU and no more. */
-const MAX_CONCURRENT_CHECKS = 4;
-
+/**
+ * Credentials that verified recently are not subject to the failed-login
+ * limit when they are checked again (after VERIFIED_TTL_MS): a pulling client
+ * behind the same address as a guesser keeps working all day.
+ */
+const KNOWN_GOOD_TTL_MS = 24 * 60 * 60_000;
 
 /**
  * Authentication of archway's own clients: Basic against an htpasswd file
@@ -39,7 +53,9 @@ const MAX_CONCURRENT_CHECKS = 4;
 export class ClientAuth {
   private readonly verified = new LRUCache<string, Principal>({ max: 10_000, ttl: VERIFIED_TTL_MS });
   private readonly refused = new LRUCache<string, true>({ max: 100_000, ttl: REFUSED_TTL_MS });
-  private readonly checks = new Semaphore(MAX_CONCURRENT_CHECKS);
+  private readonly knownGood = new LRUCache<string, true>({ max: 10_000, ttl: KNOWN_GOOD_TTL_MS });
+  /** A client's parallel first requests (docker fetches layers at once) share one check. */
+  private readonly checking = new SingleFlight<Principal | undefined>();
   /** Compared against when the user does not exist, at the cost the real entries use, so unknown users take as long. */
   private readonly dummyHash: string;
   private readonly tokens: Array<{ digest: Buffer; principal: Principal }>;
@@ -61,28 +77,30 @@ export class ClientAuth {
     this.users = users;
     this.verified.clear();
     this.refused.clear();
+    this.knownGood.clear();
   }
 
-  /** The principal of a request, or UNAUTHORIZED (with the challenge to send). */
-  async authenticate(authorization: string | undefined): Promise<Principal> {
+  close(): Promise<void> {
+    return this.config.passwords.close();
+  }
+
+  /**
+   * The principal of a request, or UNAUTHORIZED (with the challenge to send),
+   * or TOOMANYREQUESTS when `client` (its address) failed too often or the
+   * password checks are all busy.
+   */
+  async authenticate(authorization: string | undefined, client: string): Promise<Principal> {
     const [scheme = '', value = ''] = (authorization ?? '').split(/\s+/, 2);
     if (scheme.toLowerCase() === 'basic') {
       const decoded = Buffer.from(value, 'base64').toString('utf8');
       const colon = decoded.indexOf(':');
       if (colon > 0) {
-        const user = decoded.slice(0, colon);
         const key = sha256(decoded).toString('hex');
         const known = this.verified.get(key);
         if (known) return known;
         if (this.refused.has(key)) throw unauthorized();
-        const hash = this.users.get(user);
-        const ok = await this.checks.run(() => bcrypt.compare(decoded.slice(colon + 1), hash ?? this.dummyHash));
-        if (ok && hash) {
-          const p = this.principal(user, this.config.grants[user] ?? ['**']);
-          this.verified.set(key, p);
-          return p;
-        }
-        this.refused.set(key, true);
+        const { value: principal } = await this.checking.run(key, () => this.checkPassword(key, decoded.slice(0, colon), decoded.slice(colon + 1), client));
+        if (principal) return principal;
       }
     } else if (scheme.toLowerCase() === 'bearer' && value) {
       // Compare digests in constant time: the token's length and content stay secret.
@@ -91,6 +109,38 @@ export class ClientAuth {
       if (match) return match.principal;
     }
     throw unauthorized();
+  }
+
+  /** One bcrypt check, limited per address first unless the credential was good recently. */
+  private async checkPassword(key: string, user: string, password: string, client: string): Promise<Principal | undefined> {
+    let attempt: LoginAttempt | undefined;
+    try {
+      attempt = this.knownGood.has(key) ? undefined : this.config.failedLogins.attempt(client);
+    } catch (err) {
+      this.config.onCheck?.('limited');
+      throw err;
+    }
+    const hash = this.users.get(user);
+    let ok: boolean;
+    try {
+      ok = await this.config.passwords.check(password, hash ?? this.dummyHash);
+    } catch (err) {
+      // Nothing was checked: the attempt is not a failure.
+      attempt?.finish(true);
+      this.config.onCheck?.('busy');
+      throw err;
+    }
+    attempt?.finish(ok && hash !== undefined);
+    if (ok && hash) {
+      this.config.onCheck?.('ok');
+      const p = this.principal(user, this.config.grants[user] ?? ['**']);
+      this.verified.set(key, p);
+      this.knownGood.set(key, true);
+      return p;
+    }
+    this.config.onCheck?.('refused');
+    this.refused.set(key, true);
+    return undefined;
   }
 
   /**
@@ -122,23 +172,4 @@ export function denied(name: string): RegistryError {
 
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
-}
-
-/** At most `limit` tasks at once; the others wait their turn. */
-class Semaphore {
-  private active = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(private readonly limit: number) {}
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.active++;
-    try {
-      return await task();
-    } finally {
-      this.active--;
-      this.waiting.shift()?.();
-    }
-  }
 }

@@ -6,6 +6,7 @@ import { formatPlatform } from '../platform/platform.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { ManifestStore } from '../store/manifest-store.ts';
 import type { TagEntry, TagStore } from '../store/tag-store.ts';
+import { FAN_OUT, mapLimit } from '../util/bounded-map.ts';
 
 /** What a manifest brings along: its child manifests (an index's) and every blob below it. */
 interface Closure {
@@ -99,16 +100,15 @@ export class CacheInventory {
     } else {
       rows.push({ digest: top.digest, platform: 'single' });
     }
-    return Promise.all(
-      rows.map(async ({ digest, platform }) => {
-        const child = await this.manifests.get(upstream, digest);
-        if (!child) return { platform, cached: 'no' as const };
-        const blobs = referencedDigests(child.bytes);
-        let present = 0;
-        for (const blob of blobs) if (await this.blobs.stat(blob)) present++;
-        return { platform, cached: blobs.length > 0 && present === blobs.length ? ('yes' as const) : present > 0 ? ('partial' as const) : ('no' as const) };
-      }),
-    );
+    // Store reads may be requests (S3): as bounded as the inspector's.
+    return mapLimit(rows, FAN_OUT, async ({ digest, platform }) => {
+      const child = await this.manifests.get(upstream, digest);
+      if (!child) return { platform, cached: 'no' as const };
+      const blobs = referencedDigests(child.bytes);
+      let present = 0;
+      for (const blob of blobs) if (await this.blobs.stat(blob)) present++;
+      return { platform, cached: blobs.length > 0 && present === blobs.length ? ('yes' as const) : present > 0 ? ('partial' as const) : ('no' as const) };
+    });
   }
 
   /**

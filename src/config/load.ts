@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { LineCounter, YAMLError, parse as parseYaml } from 'yaml';
 import { configSchema, type Config } from './schema.ts';
 
 /** A config that cannot start archway; main.ts prints it and exits 2. */
@@ -28,14 +28,26 @@ export function loadConfigFile(path: string): Readonly<Config> {
   } catch (e) {
     throw new ConfigError(`cannot read config file ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  let raw: unknown;
-  try {
-    raw = parseYaml(text);
-  } catch (e) {
-    throw new ConfigError(`config file ${path} is not valid YAML: ${(e as Error).message}`);
-  }
+  const raw = parseYamlText(path, text);
   // cache.dir and friends are relative to where archway runs, as users expect of ./data.
   return parseConfig(raw);
+}
+
+/**
+ * The yaml package's messages quote the offending line (and some name a key
+ * or an alias): a password may be on it. Only the position and the error's
+ * code, turned into words, leave this function.
+ */
+function parseYamlText(path: string, text: string): unknown {
+  const lineCounter = new LineCounter();
+  try {
+    // logLevel error: yaml's warnings go to the console and may quote the file too.
+    return parseYaml(text, { lineCounter, prettyErrors: false, logLevel: 'error' });
+  } catch (e) {
+    if (!(e instanceof YAMLError)) throw new ConfigError(`config file ${path} is not valid YAML`);
+    const { line, col } = lineCounter.linePos(e.pos[0]);
+    throw new ConfigError(`config file ${path} is not valid YAML at line ${line}, column ${col}: ${e.code.toLowerCase().replaceAll('_', ' ')}`);
+  }
 }
 
 function deepFreeze<T>(o: T): T {

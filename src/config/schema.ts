@@ -270,6 +270,19 @@ export const configSchema = z
         tokens: z.array(clientToken).default([]),
         /** Put /metrics behind the same authentication (health endpoints stay open). */
         protectMetrics: z.boolean().default(false),
+        /**
+         * Failed Basic logins per client address (IPv6: per /64), counted before any
+         * bcrypt: `burst` at once, then `perMinute`. Beyond: 429 with Retry-After.
+         * Remembered good credentials are never limited, so users behind a guesser's NAT keep pulling.
+         */
+        failedLogins: z
+          .object({ burst: z.number().int().positive().default(20), perMinute: z.number().positive().default(10) })
+          .strict()
+          .prefault({}),
+        /** Worker threads running bcrypt: guessing can take this many cores and never the event loop. */
+        passwordWorkers: z.number().int().min(1).max(16).default(1),
+        /** Password checks that may wait for a worker; beyond, 429 at once (a legitimate login never waits behind an unbounded queue). */
+        passwordQueue: z.number().int().min(0).default(16),
       })
       .strict()
       .refine((a) => a.htpasswd !== undefined || a.tokens.length > 0, { message: 'configure htpasswd or tokens (or remove auth)' })

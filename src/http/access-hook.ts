@@ -26,7 +26,7 @@ export function installAccessHook(app: FastifyInstance, opts: { auth: ClientAuth
     const isV2 = route === '/v2' || route === '/v2/*' || route === PLATFORMS_ROUTE;
     const isMetrics = route === '/metrics';
     if (opts.auth && (isV2 || (isMetrics && opts.protectMetrics))) {
-      request.principal = await opts.auth.authenticate(request.headers.authorization);
+      request.principal = await opts.auth.authenticate(request.headers.authorization, request.ip);
     }
     if (opts.limiter && isV2) {
       const release = opts.limiter.admit(request.principal?.name ?? request.ip);

@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import { denied } from '../access/client-auth.ts';
 import { RegistryError } from '../errors.ts';
 import { parseImageReference } from '../inspect/image-reference.ts';
 import type { PlatformInspector } from '../inspect/platform-inspector.ts';
 import type { Router } from '../routing/router.ts';
+import { checkGrants } from './grants.ts';
 import type { VirtualImages } from '../virtual/virtual-images.ts';
 
 function decodeName(raw: string): string {
@@ -29,8 +29,9 @@ export function registerPlatformsRoute(app: FastifyInstance, services: { router:
     const image = decodeName(path.slice('/_archway/platforms/'.length));
     const { name, reference } = parseImageReference(image);
     const route = services.router.resolve(name, new URLSearchParams(query).get('ns') ?? undefined);
-    if (request.principal && !request.principal.allows(`${route.upstream.name}/${route.repository}`)) throw denied(name);
-    const report = await services.inspector.inspect({ image, reference, route, virtual: services.virtualImages.match(route) });
+    const virtual = services.virtualImages.match(route);
+    checkGrants(request.principal, name, route, virtual);
+    const report = await services.inspector.inspect({ image, reference, route, virtual });
     return reply.header('cache-control', 'no-store').send(report);
   });
 }

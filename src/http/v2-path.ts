@@ -17,11 +17,11 @@ const BLOB = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
 const TAGS = /^\/v2\/(.+)\/tags\/list$/;
 const REFERRERS = /^\/v2\/(.+)\/referrers\/([^/]+)$/;
 
-/** Parse a /v2 path (without query). Throws NAME_INVALID/TAG_INVALID/DIGEST_INVALID, or 404 for other paths. */
+/** Parse a /v2 path (without query). Throws NAME_INVALID/DIGEST_INVALID, MANIFEST_UNKNOWN for a reference no tag can have, or 404 for other paths. */
 export function parseV2Path(path: string): V2Endpoint {
   if (path === '/v2/' || path === '/v2') return { endpoint: 'base' };
   let m = MANIFEST.exec(path);
-  if (m) return { endpoint: 'manifest', name: parseRepositoryPath(m[1] as string), reference: parseReference(decode(m[2] as string)) };
+  if (m) return { endpoint: 'manifest', name: parseRepositoryPath(m[1] as string), reference: parseManifestReference(decode(m[2] as string)) };
   m = BLOB.exec(path);
   if (m) return { endpoint: 'blob', name: parseRepositoryPath(m[1] as string), digest: parseDigest(decode(m[2] as string)) };
   m = TAGS.exec(path);
@@ -29,6 +29,22 @@ export function parseV2Path(path: string): V2Endpoint {
   m = REFERRERS.exec(path);
   if (m) return { endpoint: 'referrers', name: parseRepositoryPath(m[1] as string), digest: parseDigest(decode(m[2] as string)) };
   throw new RegistryError('NAME_UNKNOWN', 'unknown endpoint', { status: 404, detail: { path } });
+}
+
+/**
+ * A manifest reference that is neither a digest nor a valid tag names no
+ * manifest: 404 MANIFEST_UNKNOWN, as distribution answers and the OCI
+ * conformance suite (v1.1.1, pull: `GET /v2/<name>/manifests/.INVALID_MANIFEST_NAME`)
+ * requires. A reference with a colon is a digest, and a malformed one stays
+ * 400 DIGEST_INVALID.
+ */
+function parseManifestReference(ref: string): Reference {
+  try {
+    return parseReference(ref);
+  } catch (e) {
+    if (e instanceof RegistryError && e.code === 'TAG_INVALID') throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { detail: { tag: ref } });
+    throw e;
+  }
 }
 
 /**

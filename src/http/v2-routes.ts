@@ -6,10 +6,10 @@ import { isDirectBody } from '../store/blob-store.ts';
 import type { ManifestService, ManifestSource } from '../registry/manifest-service.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
 import type { VirtualImage, VirtualImages } from '../virtual/virtual-images.ts';
-import { denied } from '../access/client-auth.ts';
 import { formatPlatform } from '../platform/platform.ts';
 import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
+import { checkGrants } from './grants.ts';
 import { rewriteLink } from './link.ts';
 import { parseRange } from './range.ts';
 import { sendDirect } from './send-direct.ts';
@@ -57,7 +57,7 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
     const ns = new URLSearchParams(query).get('ns') ?? undefined;
     const resolve = (name: string) => {
       const route = services.router.resolve(name, ns);
-      if (request.principal && !request.principal.allows(`${route.upstream.name}/${route.repository}`)) throw denied(name);
+      checkGrants(request.principal, name, route, services.virtualImages.match(route));
       // Echoed only once it names a configured registry (never arbitrary client text in a header).
       if (ns !== undefined) reply.header('oci-namespace', ns);
       request.archway.repository = `${route.upstream.name}/${route.repository}`;

@@ -9,6 +9,7 @@ import { ACCEPT_ALL_MANIFESTS, AS_PUBLISHED, type ManifestService, type Manifest
 import type { Route } from '../routing/router.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import { readLimitedBuffer } from '../upstream/body.ts';
+import { FAN_OUT, mapLimit } from '../util/bounded-map.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
 import type { VirtualImage } from '../virtual/virtual-images.ts';
 
@@ -96,17 +97,15 @@ export class PlatformInspector {
     const entries = parseIndex(top.bytes, top.mediaType).manifests;
     const images = entries.filter((e) => !isAttestationEntry(e));
     report.attestations = entries.length - images.length;
-    report.platforms = await Promise.all(
-      images.map(async (entry) => {
-        const child = (await source.digest(entry.digest)).manifest;
-        const row = await this.row(entry.platform, child.digest, child.mediaType, child.bytes);
-        if (virtual) {
-          const member = await this.virtuals.memberOf(virtual, entry.digest);
-          if (member) row.member = `${member.upstream.name}/${member.repository}`;
-        }
-        return row;
-      }),
-    );
+    report.platforms = await mapLimit(images, FAN_OUT, async (entry) => {
+      const child = (await source.digest(entry.digest)).manifest;
+      const row = await this.row(entry.platform, child.digest, child.mediaType, child.bytes);
+      if (virtual) {
+        const member = await this.virtuals.memberOf(virtual, entry.digest);
+        if (member) row.member = `${member.upstream.name}/${member.repository}`;
+      }
+      return row;
+    });
     return report;
   }
 
@@ -114,7 +113,8 @@ export class PlatformInspector {
     // A nested index (rare) has no layers of its own: reported with none.
     const parts = isIndexMediaType(mediaType) ? { config: undefined, layers: [] } : parseImageManifest(bytes);
     const blobs = [...(parts.config ? [parts.config] : []), ...parts.layers];
-    const present = await Promise.all(blobs.map(async (b) => (await this.store.stat(b.digest)) !== undefined));
+    // Each stat may be a request (S3 HEAD): bounded like the manifests.
+    const present = await mapLimit(blobs, FAN_OUT, async (b) => (await this.store.stat(b.digest)) !== undefined);
     const cachedCount = present.filter(Boolean).length;
     return {
       platform: platform ? formatPlatform(platform) : 'unknown',

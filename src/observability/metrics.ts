@@ -16,6 +16,12 @@ export function createMetrics() {
       labelNames: ['route', 'method', 'status'] as const,
       registers: [registry],
     }),
+    clientLogins: new Counter({
+      name: 'archway_client_login_checks_total',
+      help: 'Password checks of archway clients by outcome: ok, refused, limited (failed-login limit, no hash), busy (queue full, no hash)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
     cacheLookups: new Counter({
       name: 'archway_cache_lookups_total',
       help: 'Cache outcomes by kind (blob, manifest, tag) and outcome (hit, miss, coalesced, stale, revalidated)',

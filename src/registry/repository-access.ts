@@ -3,9 +3,9 @@ import type { Route } from '../routing/router.ts';
 import type { ConfirmationStore } from '../store/confirmation-store.ts';
 import type { StorageHealth } from '../store/storage-health.ts';
 
-/** Confirmation keys that are not a repository: content of an upstream as a whole, and the private marker. */
+/** Confirmation keys that are not a repository: content of an upstream as a whole, and the public marker. */
 const ANY_REPOSITORY = '';
-const PRIVATE = '\0private';
+const PUBLIC = '\0public';
 
 /**
  * Repository isolation for private content. Blobs are stored once by digest
@@ -14,22 +14,20 @@ const PRIVATE = '\0private';
  * - on an isolated upstream (one with credentials, by default), content cached
  *   through one repository is served for another only after the upstream
  *   confirms, with a HEAD in that repository, that it has it there;
- * - a blob that came from an isolated upstream is served through another
- *   upstream only after that upstream confirms it has it;
- * - everything else (public content on public upstreams) is shared freely.
- * Confirmations are kept on disk.
+ * - a blob is shared across upstreams without asking only when it carries a
+ *   PUBLIC marker, written when a non-isolated upstream served it; any other
+ *   blob (from an isolated upstream, or whose marker could not be written, or
+ *   cached before markers existed) is served through another upstream only
+ *   after that upstream confirms it has it (one HEAD), and is recorded then.
+ * The marker is positive on purpose: a record that is missing — a write that
+ * failed on a full disk, a Redis that lost it — can only cost a HEAD, never
+ * make private content public (a negative "private" marker would).
+ * Confirmations are kept on disk (or in Redis).
  */
 export class RepositoryAccess {
   constructor(
     private readonly confirmations: ConfirmationStore,
     private readonly storage: StorageHealth,
-    /**
-     * Whether a blob with no record at all may be shared as public. True when
-     * the records live beside the blobs (one disk: a blob without a private
-     * marker is public). False when they live elsewhere (Redis), which may
-     * have lost them: then the upstream confirms once, and it is recorded.
-     */
-    private readonly unrecordedIsPublic = true,
   ) {}
 
   /** Whether a confirmation is recorded; undefined when the store cannot tell (Redis away): never read as "no". */
@@ -43,9 +41,9 @@ export class RepositoryAccess {
     await this.storage.bestEffort('confirmation', async () => {
       if (route.upstream.isolated) {
         await this.confirmations.add(upstream, route.repository, digest);
-        await this.confirmations.add(PRIVATE, ANY_REPOSITORY, digest);
       } else {
         await this.confirmations.add(upstream, ANY_REPOSITORY, digest);
+        await this.confirmations.add(PUBLIC, ANY_REPOSITORY, digest);
       }
     });
   }
@@ -58,12 +56,12 @@ export class RepositoryAccess {
     } else {
       // Manifests are stored per upstream: only blobs can cross from a private upstream.
       if (kind === 'manifest' || (await this.known(upstream, ANY_REPOSITORY, digest)) === true) return;
-      if (this.unrecordedIsPublic && (await this.known(PRIVATE, ANY_REPOSITORY, digest)) === false) {
-        // Public content: shared as it is. Remembered, so the next hit asks no disk about the private marker.
+      if ((await this.known(PUBLIC, ANY_REPOSITORY, digest)) === true) {
+        // Public content: shared as it is. Remembered, so the next hit asks no store about the marker.
         await this.record(route, digest);
         return;
       }
-      // Private, or the records cannot tell (away, or lost): the upstream decides.
+      // Private, or never recorded, or the records cannot tell (away, or lost): the upstream decides.
     }
     if (kind === 'blob') await route.upstream.headBlob(route.repository, digest);
     else await route.upstream.headManifest(route.repository, digest);

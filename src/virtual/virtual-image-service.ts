@@ -9,6 +9,7 @@ import { formatPlatform } from '../platform/platform.ts';
 import type { CacheOutcome } from '../observability/cache-outcome.ts';
 import type { ManifestAnswer, ManifestService, ManifestSource } from '../registry/manifest-service.ts';
 import type { Route } from '../routing/router.ts';
+import { FAN_OUT, mapLimitSettled } from '../util/bounded-map.ts';
 import { assembleIndex, indexFormatFor } from './assemble.ts';
 import type { VirtualProvenance } from './provenance.ts';
 import type { VirtualImage, VirtualMember } from './virtual-images.ts';
@@ -82,7 +83,7 @@ export class VirtualImageService {
 
   /** Tags any member has, sorted, paginated with n and last as the spec says. */
   async tags(image: VirtualImage, query: URLSearchParams): Promise<string[]> {
-    const lists = await Promise.allSettled(image.members.map((m) => m.route.upstream.listTags(m.route.repository, '')));
+    const lists = await mapLimitSettled(image.members, FAN_OUT, (m) => m.route.upstream.listTags(m.route.repository, ''));
     const all = new Set<string>();
     for (const result of lists) {
       if (result.status !== 'fulfilled' || result.value.status !== 200) continue;
@@ -101,7 +102,7 @@ export class VirtualImageService {
   }
 
   private async tag(image: VirtualImage, tag: string, accepted: ReadonlySet<string>): Promise<ManifestAnswer> {
-    const results = await Promise.allSettled(image.members.map((member) => this.memberEntry(member, tag)));
+    const results = await mapLimitSettled(image.members, FAN_OUT, (member) => this.memberEntry(member, tag));
     const entries: MemberEntry[] = [];
     const tried: string[] = [];
     let failure: unknown;

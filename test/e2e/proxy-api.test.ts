@@ -72,7 +72,6 @@ describe('base and errors', () => {
   const invalid: Array<[string, string]> = [
     ['/v2/UPPER/manifests/1', 'NAME_INVALID'],
     ['/v2/a..b/blobs/sha256:' + 'a'.repeat(64), 'NAME_INVALID'],
-    ['/v2/multi/manifests/-bad', 'TAG_INVALID'],
     ['/v2/multi/manifests/sha256:short', 'DIGEST_INVALID'],
     ['/v2/multi/blobs/md5:' + 'a'.repeat(32), 'DIGEST_INVALID'],
     ['/v2/multi/blobs/not-a-digest', 'DIGEST_INVALID'],
@@ -97,6 +96,18 @@ describe('base and errors', () => {
     const repo = await http(`${archway.url}/v2/nobody/here/tags/list`);
     assert.equal(repo.status, 404);
     assert.equal(repo.json<{ errors: Array<{ code: string }> }>().errors[0]?.code, 'NAME_UNKNOWN');
+  });
+
+  it('a manifest reference that is no tag and no digest is 404 MANIFEST_UNKNOWN (conformance, pull), GET and HEAD, and the upstream is not asked', async () => {
+    registry.clearRequests();
+    for (const ref of ['.INVALID_MANIFEST_NAME', '-bad', 't'.repeat(129)]) {
+      const get = await http(`${archway.url}/v2/multi/manifests/${ref}`, { headers: { accept: ACCEPT.all } });
+      assert.equal(get.status, 404, ref);
+      assert.equal(get.json<{ errors: Array<{ code: string }> }>().errors[0]?.code, 'MANIFEST_UNKNOWN', ref);
+      const head = await http(`${archway.url}/v2/multi/manifests/${ref}`, { method: 'HEAD', headers: { accept: ACCEPT.all } });
+      assert.equal(head.status, 404, ref);
+    }
+    assert.deepEqual(await registry.requests(), [], 'nothing reached the upstream');
   });
 });
 

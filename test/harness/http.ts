@@ -14,7 +14,7 @@ export async function http(
     method?: 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
     headers?: Record<string, string>;
     body?: string;
-    /** e.g. an Agent with connect.localAddress, to send from another loopback address. */
+    /** e.g. `new Agent({ localAddress: "127.0.0.5" })`, to send from another loopback address (undici ignores connect.localAddress). */
     dispatcher?: Dispatcher;
   } = {},
 ): Promise<HttpAnswer> {

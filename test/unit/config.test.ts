@@ -23,6 +23,15 @@ describe('configuration', () => {
     assert.equal(scrubbing.cache.scrubRate, 8 * 1024 ** 2);
   });
 
+  it('bounds password checks by default: failed logins per address, one worker, a short queue', () => {
+    const c = parseConfig({ ...minimal, auth: { htpasswd: '/etc/archway/htpasswd' } });
+    assert.deepEqual(c.auth?.failedLogins, { burst: 20, perMinute: 10 });
+    assert.equal(c.auth?.passwordWorkers, 1);
+    assert.equal(c.auth?.passwordQueue, 16);
+    assert.throws(() => parseConfig({ ...minimal, auth: { htpasswd: 'x', passwordWorkers: 0 } }), /auth\.passwordWorkers/);
+    assert.throws(() => parseConfig({ ...minimal, auth: { htpasswd: 'x', failedLogins: { burst: 0 } } }), /auth\.failedLogins\.burst/);
+  });
+
   it('reads platform rules, normalising their platforms', () => {
     const c = parseConfig({
       ...minimal,
@@ -97,6 +106,35 @@ describe('configuration', () => {
     assert.equal(run.status, 2, run.stderr);
     assert.match(run.stderr, /cache\.maxSize: invalid size "lots"/);
     assert.doesNotMatch(run.stderr, /at .*\.ts:\d+/, 'no stack trace');
+  });
+
+  it('a YAML syntax error names the line and column but never quotes the file (a secret may be on the line)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'archway-config-'));
+    const secret = 'hunter2-S3CRET';
+    const cases: Array<[string, string, RegExp]> = [
+      ['unclosed quote', `upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    password: "${secret}\n`, /at line 5, column 1: missing char$/],
+      ['tab indentation', `upstreams:\n\tpassword: ${secret}\n`, /at line 2, column 1: tab as indent$/],
+      ['nested compact mapping', `defaultUpstream: docker.io\npassword: ${secret}: x\n`, /at line 2, column 11: block as implicit key$/],
+      ['duplicate key', `password: a\npassword: ${secret}\n`, /at line 2, column 1: duplicate key$/],
+    ];
+    for (const [what, text, where] of cases) {
+      const file = join(dir, 'broken.yaml');
+      writeFileSync(file, text);
+      assert.throws(
+        () => loadConfigFile(file),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError, what);
+          assert.match(err.message, new RegExp(`^config file ${file} is not valid YAML at line \\d+, column \\d+: `), what);
+          assert.match(err.message, where, what);
+          assert.doesNotMatch(err.message, /hunter2|S3CRET/i, `${what}: the line's text is not in the message`);
+          assert.doesNotMatch(err.message, /\n/, `${what}: one line, no code frame`);
+          return true;
+        },
+      );
+    }
+    // Not a syntax error but yaml's message would name the alias: said without it.
+    writeFileSync(join(dir, 'alias.yaml'), `password: *${secret}\n`);
+    assert.throws(() => loadConfigFile(join(dir, 'alias.yaml')), (err: unknown) => err instanceof ConfigError && /is not valid YAML$/.test(err.message) && !err.message.includes(secret));
   });
 
   it('a password file that cannot be read also exits 2, naming the field', () => {

@@ -21,7 +21,12 @@ describe('/v2 paths', () => {
     ['/v2/A/manifests/1', 'NAME_INVALID'],
     ['/v2/registry.local:5001/manifests/1', 'NAME_INVALID'],
     ['/v2/registry.local:99999999/app/manifests/1', 'NAME_INVALID'],
-    ['/v2/a/manifests/.x', 'TAG_INVALID'],
+    // Conformance (pull): a reference that is not a tag names nothing.
+    ['/v2/a/manifests/.x', 'MANIFEST_UNKNOWN'],
+    ['/v2/a/manifests/.INVALID_MANIFEST_NAME', 'MANIFEST_UNKNOWN'],
+    [`/v2/a/manifests/${'t'.repeat(129)}`, 'MANIFEST_UNKNOWN'],
+    ['/v2/A/manifests/.x', 'NAME_INVALID'],
+    ['/v2/a/manifests/sha256:xyz', 'DIGEST_INVALID'],
     ['/v2/a/blobs/sha256:xyz', 'DIGEST_INVALID'],
     ['/v2/_catalog', 'NAME_UNKNOWN'],
     ['/v2/a/blobs/uploads/', 'NAME_UNKNOWN'],
