@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Config } from '../config/schema.ts';
 import { RegistryError } from '../errors.ts';
-import { parseImageReference } from '../inspect/image-reference.ts';
+import { parseImageReference } from '../oci/image-reference.ts';
 import { formatPlatform, parsePlatform } from '../platform/platform.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import type { ManifestService } from '../registry/manifest-service.ts';

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { RegistryError } from '../errors.ts';
-import { parseImageReference } from '../inspect/image-reference.ts';
+import { parseImageReference } from '../oci/image-reference.ts';
 import type { PlatformInspector } from '../inspect/platform-inspector.ts';
 import type { Router } from '../routing/router.ts';
 import { checkGrants } from './grants.ts';

@@ -1,6 +1,6 @@
 import { RegistryError } from '../errors.ts';
 import { parseDigest, type Digest } from '../oci/digest.ts';
-import { parseName, parseReference, type Reference } from '../oci/reference.ts';
+import { parseReference, parseRepositoryPath, type Reference } from '../oci/reference.ts';
 
 /** A parsed, validated /v2 request path. */
 export type V2Endpoint =
@@ -45,19 +45,6 @@ function parseManifestReference(ref: string): Reference {
     if (e instanceof RegistryError && e.code === 'TAG_INVALID') throw new RegistryError('MANIFEST_UNKNOWN', 'manifest unknown', { detail: { tag: ref } });
     throw e;
   }
-}
-
-/**
- * The name in a /v2 path: a repository name by the spec's grammar, optionally
- * after a registry host with a port (`registry.local:5001/app`), which the
- * grammar has no room for but path-prefix routing needs. What the host means
- * is the router's business.
- */
-export function parseRepositoryPath(path: string): string {
-  const slash = path.indexOf('/');
-  const first = slash < 0 ? '' : path.slice(0, slash);
-  if (/^[a-z0-9.-]+:\d{1,5}$/.test(first)) return `${first}/${parseName(path.slice(slash + 1))}`;
-  return parseName(path);
 }
 
 /** Some clients percent-encode the colon of a digest. */

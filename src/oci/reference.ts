@@ -31,3 +31,16 @@ export function parseReference(ref: string): Reference {
   if (isDigestLike(ref)) return { kind: 'digest', digest: parseDigest(ref) };
   return { kind: 'tag', tag: parseTag(ref) };
 }
+
+/**
+ * The name in a /v2 path: a repository name by the spec's grammar, optionally
+ * after a registry host with a port (`registry.local:5001/app`), which the
+ * grammar has no room for but path-prefix routing needs. What the host means
+ * is the router's business.
+ */
+export function parseRepositoryPath(path: string): string {
+  const slash = path.indexOf('/');
+  const first = slash < 0 ? '' : path.slice(0, slash);
+  if (/^[a-z0-9.-]+:\d{1,5}$/.test(first)) return `${first}/${parseName(path.slice(slash + 1))}`;
+  return parseName(path);
+}

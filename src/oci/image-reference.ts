@@ -1,6 +1,5 @@
 import { RegistryError } from '../errors.ts';
-import { parseRepositoryPath } from '../http/v2-path.ts';
-import { parseReference, type Reference } from '../oci/reference.ts';
+import { parseReference, parseRepositoryPath, type Reference } from './reference.ts';
 
 /** `name:tag`, `name@digest` or `name` (latest), as people write images; the name may start with a registry host. */
 export function parseImageReference(image: string): { name: string; reference: Reference } {
