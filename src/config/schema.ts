@@ -231,7 +231,7 @@ export const configSchema = z
          */
         body: duration.default(5 * 60_000),
         /** The slowest average rate a blob body may arrive at, past `body`, in bytes per second. */
-        bodyMinRate: size.default(256 * 1024),
+        bodyMinRate: size.pipe(z.number().min(1, 'must be at least 1 byte per second')).default(256 * 1024),
         /**
          * A client connection with bytes waiting to go out that takes none of them for
          * this long is closed, releasing the blob it pinned, its file and its buffers

@@ -15,6 +15,7 @@ import type { StorageHealth } from '../store/storage-health.ts';
 
 /** What a fill that does not write to disk keeps in memory for its followers, at most. */
 const RELAY_WINDOW_BYTES = 8 * 1024 * 1024;
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Room reserved ahead at a time for a body of unknown length. */
 const RESERVE_STEP_BYTES = 8 * 1024 * 1024;
 
@@ -36,8 +37,11 @@ export interface BlobFillOptions {
   limits: FillLimits;
   /** The size a manifest descriptor archway served gives this blob, if any. */
   descriptorSize: number | undefined;
-  /** Called when the fill stops writing to disk: new clients must not join it (it cannot replay from the start). */
-  onRelay: () => void;
+  /**
+   * New clients must not join this fill any more: it stopped writing to disk (it cannot replay
+   * from the start), or it was stopped.
+   */
+  onUnjoinable: () => void;
   /** The last reader left while the fill runs: the owner decides whether it may go on alone. */
   onReaderless: (fill: BlobFill) => void;
   /** A reader joined a fill that had none. */
@@ -106,6 +110,12 @@ export class BlobFill implements FollowedFill {
   private stopped: RegistryError | undefined;
   private deadline: NodeJS.Timeout | undefined;
   private startedAt = 0;
+  /** Time spent waiting for slow readers to make room in the relay window (not held against the upstream). */
+  private waitedMs = 0;
+  /** The whole body is in: nothing can stop the fill any more but its own commit. */
+  private bodyDone = false;
+  /** Keeps the committed blob from eviction while readers of this fill still read its file. */
+  private unhold: (() => void) | undefined;
 
   constructor(private readonly opts: BlobFillOptions) {
     this.digest = opts.digest;
@@ -177,6 +187,8 @@ export class BlobFill implements FollowedFill {
       // An abort from outside (deadline, cancel) surfaces here as the body's error: say why instead.
       throw this.stopped ?? err;
     }
+    this.bodyDone = true;
+    clearTimeout(this.deadline);
     if (this.size !== undefined && this.written !== this.size) throw this.aborted('short', `body ended after ${this.written} of ${this.size} bytes`);
     const actual = `${digestAlgorithm(this.digest)}:${hash.digest('hex')}`;
     if (actual !== this.digest) throw this.aborted('digest', `digest mismatch: got ${actual}`);
@@ -190,6 +202,8 @@ export class BlobFill implements FollowedFill {
       // On disk before it has a name: a crash must never leave a short file under a digest.
       await this.file.sync();
       await store.commitFile(this.tempPath, { digest: this.digest, size: this.written }, this.reservation);
+      // Readers still reading the (renamed) file keep its blocks on disk: the entry stays until they are done.
+      if (this.holders > 1) this.unhold = store.hold?.(this.digest);
       storage.succeeded();
       logger.debug({ digest: this.digest, size: this.written }, 'blob cached');
       return 'committed';
@@ -234,19 +248,20 @@ export class BlobFill implements FollowedFill {
   private armDeadline(): void {
     const { limits } = this.opts;
     const due = () => bodyDeadlineMs(limits, this.size ?? this.written);
+    // setTimeout takes at most 2^31-1 ms (about 24 days); a longer wait is checked again then.
+    const arm = (ms: number) => {
+      this.deadline = setTimeout(check, Math.min(ms, MAX_TIMER_MS));
+      this.deadline.unref();
+    };
     const check = () => {
-      const elapsed = performance.now() - this.startedAt;
+      if (this.bodyDone) return;
+      const elapsed = performance.now() - this.startedAt - this.waitedMs;
       const remaining = due() - elapsed;
-      if (remaining > 0) {
-        this.deadline = setTimeout(check, remaining);
-        this.deadline.unref();
-        return;
-      }
+      if (remaining > 0) return arm(remaining);
       const rate = Math.round(this.written / (elapsed / 1000));
       this.stop(this.aborted('deadline', `body too slow: ${this.written} bytes in ${Math.round(elapsed / 1000)} s (${rate} B/s)`));
     };
-    this.deadline = setTimeout(check, due());
-    this.deadline.unref();
+    arm(due());
   }
 
   /** Stop the download (shutdown). Readers get an error. */
@@ -256,12 +271,14 @@ export class BlobFill implements FollowedFill {
 
   /** Stop because nobody is left to read it (the owner's policy): counted and logged as 'unread'. */
   abandon(why: string): void {
-    if (this.state === 'running' && !this.abort.signal.aborted) this.stop(this.aborted('unread', why));
+    if (this.state === 'running' && !this.bodyDone && !this.abort.signal.aborted) this.stop(this.aborted('unread', why));
   }
 
   private stop(reason: RegistryError): void {
     if (this.abort.signal.aborted) return;
     this.stopped = reason;
+    // A stopped fill takes no newcomers: they start afresh.
+    this.opts.onUnjoinable();
     this.abort.abort(reason);
     // A relay waiting for its readers to make room wakes up to see it.
     this.consumed();
@@ -330,9 +347,13 @@ export class BlobFill implements FollowedFill {
     while (relay.bytes > relay.limit) {
       if (this.stopped) throw this.stopped;
       if (this.readers.size === 0) throw this.aborted('unread', 'blob could not be cached and nobody is reading it');
-      relay.dropBefore(Math.min(...[...this.readers].map((r) => r.position)));
+      relay.dropBefore(Math.min(...[...this.readers].map((r) => r.windowPosition)));
       if (relay.bytes <= relay.limit) break;
+      // Waiting for readers is not the upstream's slowness: the body deadline does not count it
+      // (a stalled client is timeouts.clientIdle's to drop).
+      const waitStarted = performance.now();
       await new Promise<void>((resolve) => this.consumeWaiters.push(resolve));
+      this.waitedMs += performance.now() - waitStarted;
     }
   }
 
@@ -344,7 +365,7 @@ export class BlobFill implements FollowedFill {
     if (reason === 'storage') this.opts.storage.failed(err, 'blob');
     const why = { 'too-large': 'larger than the cache may hold', 'no-room': 'no room can be made in the cache', storage: 'the cache disk refused it' }[reason];
     this.opts.logger.warn({ digest: this.digest, upstream: this.opts.upstream, size: this.size, onDisk: this.onDisk, reason }, `relaying blob without caching it: ${why}`);
-    this.opts.onRelay();
+    this.opts.onUnjoinable();
   }
 
   private changed(): void {
@@ -384,5 +405,6 @@ export class BlobFill implements FollowedFill {
     this.file?.close().catch(() => undefined);
     // The file's blocks come back only now that no reader holds it (committed: the entry took the room over).
     this.reservation?.release();
+    this.unhold?.();
   }
 }

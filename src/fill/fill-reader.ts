@@ -30,6 +30,12 @@ export interface FollowedFill {
 export class FillReader extends Readable {
   /** Next byte to read; the fill reads it to know how far its followers are. */
   position = 0;
+  /**
+   * The last byte of the answer, read ahead while the fill is not yet
+   * verified: it is held here, not in the fill, so a fill relaying through its
+   * bounded window need not keep it (and wait on this reader) until the end.
+   */
+  private held: Buffer | undefined;
   private end = Infinity; // exclusive
   private pumping = false;
   private released = false;
@@ -40,6 +46,11 @@ export class FillReader extends Readable {
     private readonly releaseFill: (reader: FillReader) => void,
   ) {
     super({ highWaterMark: READ_CHUNK });
+  }
+
+  /** Up to where the fill must keep bytes for this reader. */
+  get windowPosition(): number {
+    return this.held ? this.position + 1 : this.position;
   }
 
   setRange(start: number, endExclusive: number): this {
@@ -79,6 +90,23 @@ export class FillReader extends Readable {
         // Without a range the answer ends where the blob does: the expected size is its last byte.
         const end = Math.min(this.end, fill.size ?? Infinity);
         const cap = done ? Math.min(end, fill.written) : Math.min(end, fill.written) - 1;
+        if (done && this.held) {
+          // Verified: the byte held back may go now.
+          const last = this.held;
+          this.held = undefined;
+          this.position += 1;
+          this.onBytes(1);
+          if (!this.push(last)) return;
+          continue;
+        }
+        if (!done && !this.held && end !== Infinity && this.position === end - 1 && fill.written >= end) {
+          const last = Buffer.allocUnsafe(1);
+          await fill.read(last, 1, this.position);
+          if (this.destroyed) return;
+          this.held = last;
+          fill.consumed();
+          continue;
+        }
         if (done && this.position >= cap) {
           this.push(null);
           this.releaseOnce();

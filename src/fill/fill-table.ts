@@ -109,10 +109,12 @@ export class FillTable {
       if (this.joinable.get(k) === fill) this.joinable.delete(k);
     };
     let relayed = false;
-    const relay = () => {
+    const unjoinable = () => {
       forget();
       relayed = true;
       this.relaying.add(k);
+      // Other replicas cannot share a fill that will not be stored: they need not wait for it.
+      lease?.release();
     };
     const fill: BlobFill = new BlobFill({
       digest,
@@ -123,7 +125,7 @@ export class FillTable {
       storage: this.storage,
       limits: this.limits,
       descriptorSize,
-      onRelay: relay,
+      onUnjoinable: unjoinable,
       onReaderless: (f) => this.readerless(f),
       onReadersBack: (f) => this.setBackground(f, false),
     });

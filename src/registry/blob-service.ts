@@ -88,7 +88,7 @@ export class BlobService {
       };
       const running = this.fills.get(route.upstream.name, digest);
       // The body may be no longer than the manifest that named the blob says.
-      const descriptorSize = this.sizes.sizeOf(route.upstream.name, digest);
+      const descriptorSize = this.sizes.sizeOf(route.upstream.name, route.repository, digest);
       const acquired = running
         ? { fill: running, joined: true }
         : fetchHere || round >= MAX_ROUNDS
@@ -101,9 +101,10 @@ export class BlobService {
         fetchHere = (await this.fills.waitElsewhere(route.upstream.name, digest)) !== 'released';
         continue;
       }
-      // Joining a download started for another request (maybe another repository) needs the same
-      // confirmation as a hit.
-      if (acquired.joined) await this.access.ensure(route, digest, 'blob');
+      // Joining a download started for another request (maybe another repository) of an isolated
+      // upstream needs the same confirmation as a hit. Fills are per upstream: on one whose content
+      // all its repositories share, the fill itself is that upstream serving the blob.
+      if (acquired.joined && route.upstream.isolated) await this.access.ensure(route, digest, 'blob');
       return this.follow(acquired.fill, acquired.joined ? 'coalesced' : 'miss', chooseRange);
     }
   }
@@ -139,7 +140,9 @@ export class BlobService {
       throw err;
     }
     const size = fill.size;
-    const range = size === undefined ? undefined : chooseRange(size);
+    // A blob relayed uncached can be verified only whole, so a range of it could never be
+    // answered as verified: the Range header is ignored (RFC 9110 allows it) and all of it is sent.
+    const range = size === undefined || fill.uncached ? undefined : chooseRange(size);
     if (range === 'unsatisfiable') {
       reader.destroy();
       return this.counted({ kind: 'unsatisfiable' as const, size: size as number, outcome });

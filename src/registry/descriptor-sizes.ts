@@ -12,29 +12,33 @@ const MAX_ENTRIES = 200_000;
  * longer than the descriptor a client will check it against is lying, and
  * its bytes are refused at the first one too many.
  *
- * Per upstream: a manifest from one registry says nothing of what another
- * serves, so a hostile upstream cannot make archway refuse a good blob of
- * another one.
+ * Per upstream and repository: a manifest says nothing of what another
+ * registry serves, nor of what another repository's manifests say, so
+ * whoever can push a manifest somewhere (anyone, on Docker Hub) cannot make
+ * archway refuse a good blob of another repository by naming it with a wrong
+ * size.
  */
 export class DescriptorSizes {
   private readonly sizes = new LRUCache<string, number>({ max: MAX_ENTRIES });
-  /** Manifests already read (the stores hand out the same object while it is hot): a warm tag parses nothing. */
-  private readonly learned = new WeakSet<StoredManifest>();
+  /**
+   * The repositories each manifest was already read for (the stores hand out
+   * the same object while it is hot): a warm tag parses nothing.
+   */
+  private readonly learned = new WeakMap<StoredManifest, Set<string>>();
 
-  /** Remember the sizes of what `manifest` (served for `upstream`) refers to. */
-  learn(upstream: string, manifest: StoredManifest): void {
-    if (this.learned.has(manifest)) return;
-    this.learned.add(manifest);
+  /** Remember the sizes of what `manifest` (served for `repository` at `upstream`) refers to. */
+  learn(upstream: string, repository: string, manifest: StoredManifest): void {
+    const where = `${upstream}\n${repository}`;
+    let seen = this.learned.get(manifest);
+    if (seen?.has(where)) return;
+    if (!seen) this.learned.set(manifest, (seen = new Set()));
+    seen.add(where);
     for (const { digest, size } of referencedDescriptors(manifest.bytes)) {
-      if (size !== undefined) this.sizes.set(key(upstream, digest), size);
+      if (size !== undefined) this.sizes.set(`${where}\n${digest}`, size);
     }
   }
 
-  sizeOf(upstream: string, digest: Digest): number | undefined {
-    return this.sizes.get(key(upstream, digest));
+  sizeOf(upstream: string, repository: string, digest: Digest): number | undefined {
+    return this.sizes.get(`${upstream}\n${repository}\n${digest}`);
   }
-}
-
-function key(upstream: string, digest: Digest): string {
-  return `${upstream}\n${digest}`;
 }

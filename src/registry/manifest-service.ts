@@ -135,6 +135,8 @@ export class ManifestService {
     const upstream = source.storeKey;
     const key = `${upstream}\n${index.digest}\n${keep.digest}`;
     let filtered = this.filteredIndexes.get(key);
+    // Computed before, but evicted from the store since (cache.maxSize): made and stored again.
+    if (filtered && !(await this.opts.manifests.get(upstream, filtered.digest))) filtered = undefined;
     if (!filtered) {
       const bytes = filterIndex(index.bytes, keep);
       filtered = { digest: digestOf(bytes), mediaType: index.mediaType, bytes };
@@ -150,7 +152,7 @@ export class ManifestService {
     const cached = await this.cached(upstream, digest);
     if (cached) {
       await this.opts.access.ensure(route, digest, 'manifest');
-      this.opts.sizes.learn(upstream, cached);
+      this.opts.sizes.learn(upstream, route.repository, cached);
       return { manifest: cached, outcome: 'hit' };
     }
     const { value, joined } = await this.digestFlights.run(`${upstream}\n${route.repository}\n${digest}`, async () => {
@@ -159,7 +161,7 @@ export class ManifestService {
       await this.opts.access.record(route, digest);
       return fetched;
     });
-    this.opts.sizes.learn(upstream, value);
+    this.opts.sizes.learn(upstream, route.repository, value);
     return { manifest: value, outcome: joined ? 'coalesced' : 'miss' };
   }
 
@@ -169,13 +171,13 @@ export class ManifestService {
     if (record && this.now() - record.checkedAt < this.opts.tagTtlMs) {
       const manifest = await this.cached(upstream, record.digest);
       if (manifest) {
-        this.opts.sizes.learn(upstream, manifest);
+        this.opts.sizes.learn(upstream, route.repository, manifest);
         return { record, manifest, outcome: 'hit' };
       }
     }
     const key = `${upstream}\n${route.repository}\n${tag}`;
     const { value, joined } = await this.tagFlights.run(key, () => this.refreshTag(route, tag, record));
-    this.opts.sizes.learn(upstream, value.manifest);
+    this.opts.sizes.learn(upstream, route.repository, value.manifest);
     return joined ? { ...value, outcome: 'coalesced' } : value;
   }
 

@@ -83,6 +83,8 @@ export interface BlobStore {
   /** Move a verified file into the store under its digest; its reservation (if any) becomes the blob's entry. */
   commitFile(path: string, info: BlobInfo, reservation?: SpaceReservation): Promise<void>;
   delete(digest: Digest): Promise<boolean>;
+  /** Keep a stored blob from eviction until the returned function is called (its file is still being read). */
+  hold?(digest: Digest): () => void;
   /**
    * Let clients have the last byte once the blob is verified, before
    * `commitFile` is done: for a store whose commit is an upload that may take

@@ -47,6 +47,7 @@ export class DiskBudget {
   private scansDone: Promise<void> = Promise.resolve();
   private evicting: Promise<void> | undefined;
   private evictAgain = false;
+  private readonly recordListeners: Array<(key: string) => void> = [];
 
   constructor(private readonly opts: DiskBudgetOptions) {}
 
@@ -142,6 +143,11 @@ export class DiskBudget {
     return this.index.isPinned(key);
   }
 
+  /** Called with the key of every record the budget evicts (a store drops what it keeps of it in memory). */
+  onRecordEvicted(listener: (key: string) => void): void {
+    this.recordListeners.push(listener);
+  }
+
   /** Snapshot of the entries, least recently used first. */
   entries(): Array<[string, number]> {
     return this.index.entries();
@@ -173,6 +179,9 @@ export class DiskBudget {
    */
   async makeRoom(more: number): Promise<boolean> {
     if (more > this.opts.maxSize) return false;
+    // What cannot be evicted (being read) and what is reserved stay: if the rest is not enough,
+    // evicting it all would only empty the cache for nothing.
+    if (this.index.pinnedBytes() + this.reserved + more > this.opts.maxSize) return false;
     for (;;) {
       if (this.charged + more <= this.opts.maxSize) {
         this.reserved += more;
@@ -213,6 +222,7 @@ export class DiskBudget {
           if (err.code !== 'ENOENT') this.opts.logger.error({ err, file: key }, 'evicting a cache record failed');
         });
         this.opts.logger.debug({ file: key, size }, 'evicted cache record');
+        for (const listener of this.recordListeners) listener(key);
       } else {
         await this.opts.removeBlob(key, size);
       }

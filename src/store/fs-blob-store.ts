@@ -224,6 +224,16 @@ export class FsBlobStore implements BlobStore {
     return join(this.tmpDir, randomUUID());
   }
 
+  hold(digest: Digest): () => void {
+    this.budget.pin(digest);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      this.release(digest);
+    };
+  }
+
   reserve(): SpaceReservation {
     return this.budget.reserve();
   }

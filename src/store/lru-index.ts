@@ -64,6 +64,13 @@ export class LruIndex<K> {
     else this.pins.delete(key);
   }
 
+  /** Bytes of the pinned entries (a few: those being read or written). */
+  pinnedBytes(): number {
+    let bytes = 0;
+    for (const key of this.pins.keys()) bytes += this.sizes.get(key) ?? 0;
+    return bytes;
+  }
+
   isPinned(key: K): boolean {
     return this.pins.has(key);
   }

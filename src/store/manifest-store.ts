@@ -53,7 +53,14 @@ export class FsManifestStore implements ManifestStore {
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true });
     await mkdir(this.tmpDir, { recursive: true });
-    if (this.budget) this.budget.scanning(scanRecords(this.cacheDir, 'manifests', this.budget));
+    if (this.budget) {
+      this.budget.scanning(scanRecords(this.cacheDir, 'manifests', this.budget));
+      // Evicted from disk: gone from memory too, so a reader can tell (and an index archway made is made again).
+      this.budget.onRecordEvicted((record) => {
+        const [folder, upstream, algorithm, hex] = record.split('/');
+        if (folder === 'manifests' && upstream && algorithm && hex) this.hot.delete(`${decodeURIComponent(upstream)}\n${algorithm}:${hex}`);
+      });
+    }
   }
 
   async get(upstream: string, digest: Digest): Promise<StoredManifest | undefined> {

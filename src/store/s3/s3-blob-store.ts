@@ -6,7 +6,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from 'pino';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../../oci/digest.ts';
 import type { SharedBlobIndex } from '../shared-blob-index.ts';
-import type { BlobInfo, BlobRead, BlobStore, ByteRange, ReadPace, VerifyOutcome } from '../blob-store.ts';
+import type { BlobInfo, BlobRead, BlobStore, ByteRange, ReadPace, SpaceReservation, VerifyOutcome } from '../blob-store.ts';
+import { DiskBudget } from '../disk-budget.ts';
 import { BackgroundIndexing } from '../background-indexing.ts';
 import { BlobTrust } from '../blob-trust.ts';
 import { CheckedStream } from '../checked-stream.ts';
@@ -66,7 +67,19 @@ export class S3BlobStore implements BlobStore {
   private rebuildTimer: NodeJS.Timeout | undefined;
   private readonly trust = new BlobTrust((err) => void this.removeDamaged(err));
 
-  constructor(private readonly opts: S3BlobStoreOptions) {}
+  /**
+   * The local directory holds only fills in progress (the bucket holds the cache): their
+   * temp files are bounded by cache.maxSize too, each reserving room before it writes.
+   */
+  private readonly tmpBudget: DiskBudget;
+
+  constructor(private readonly opts: S3BlobStoreOptions) {
+    this.tmpBudget = new DiskBudget({ dir: opts.tmpDir, maxSize: opts.maxSize, logger: opts.logger, removeBlob: async () => undefined });
+  }
+
+  reserve(): SpaceReservation {
+    return this.tmpBudget.reserve();
+  }
 
   async init(): Promise<void> {
     await rm(this.opts.tmpDir, { recursive: true, force: true });
