@@ -224,27 +224,57 @@ describe('size budget', () => {
     }
   });
 
-  it('never evicts a blob while it is being read', async () => {
+  it('never evicts a blob while it is being read: what does not fit beside it is relayed uncached, and cached once the read is over', async () => {
     // A must be larger than what loopback socket buffers hold, so archway is still reading it.
     const MiB = 1024 * KiB;
     const maxSize = 28 * MiB;
     const archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { maxSize } });
+    const onDisk = async () => (await Promise.all((await filesUnder(archway.cacheDir)).map((f) => stat(f).then((s) => s.size, () => 0)))).reduce((n, x) => n + x, 0);
     try {
       const a = (await image('team/pin-a', 'pin-a', [24 * MiB])).manifests[0]!.layers[0]!;
       const b = (await image('team/pin-b', 'pin-b', [8 * MiB])).manifests[0]!.layers[0]!;
-      await http(`${archway.url}/v2/team/pin-a/blobs/${a.digest}`);
-      const blobFile = join(archway.cacheDir, 'blobs', 'sha256', a.digest.slice(7, 9), a.digest.slice(7));
-      // Start reading A and stop after the first chunk.
-      const res = await request(`${archway.url}/v2/team/pin-a/blobs/${a.digest}`);
+      const aUrl = `${archway.url}/v2/team/pin-a/blobs/${a.digest}`;
+      const bUrl = `${archway.url}/v2/team/pin-b/blobs/${b.digest}`;
+      await http(aUrl);
+      const blobFile = (d: string) => join(archway.cacheDir, 'blobs', 'sha256', d.slice(7, 9), d.slice(7));
+      const noRoom = () => archway.metric('archway_blob_uncached_relays_total', { reason: 'no-room' });
+      const relayedBefore = await noRoom();
+      // Start reading A and stop after the first chunk: A is pinned, and 24 + 8 MiB do not fit in 28.
+      const res = await request(aUrl);
       const iterator = res.body[Symbol.asyncIterator]();
       const chunks: Buffer[] = [(await iterator.next()).value as Buffer];
-      // B pushes the cache over its budget while A is being read.
-      await http(`${archway.url}/v2/team/pin-b/blobs/${b.digest}`);
-      await stat(blobFile); // still there: pinned
+      let most = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          most = Math.max(most, await onDisk());
+          await sleep(5);
+        }
+      })();
+      registry.clearRequests();
+      const relayed = await http(bUrl);
+      sampling = false;
+      await sampler;
+      assert.equal(relayed.status, 200);
+      assert.equal(sha256(relayed.body), b.digest, 'B is served whole and right');
+      assert.equal((await noRoom()) - relayedBefore, 1, 'relayed without caching: no room beside the pinned A');
+      await stat(blobFile(a.digest)); // still there: pinned
+      await assert.rejects(stat(blobFile(b.digest)), 'B was not cached');
+      assert.ok(most <= maxSize, `the cache directory held ${most} bytes at most, within ${maxSize}`);
+      assert.equal((await registry.requests()).filter((q) => q.path.endsWith(b.digest)).length, 1);
       for (let r = await iterator.next(); !r.done; r = await iterator.next()) chunks.push(r.value as Buffer);
       assert.equal(sha256(Buffer.concat(chunks)), a.digest);
-      await sleep(100);
-      assert.ok((await archway.metric('archway_cache_bytes')) <= maxSize, 'back under budget once the read is over');
+      // A's read is over: B fetched again makes room by evicting A, and is cached.
+      const evictionsBefore = await archway.metric('archway_cache_evictions_total');
+      assert.equal(sha256((await http(bUrl)).body), b.digest);
+      await stat(blobFile(b.digest));
+      await assert.rejects(stat(blobFile(a.digest)), 'A evicted to make room for B');
+      assert.ok((await archway.metric('archway_cache_evictions_total')) > evictionsBefore);
+      assert.equal((await noRoom()) - relayedBefore, 1, 'no second uncached relay');
+      registry.clearRequests();
+      assert.equal(sha256((await http(bUrl)).body), b.digest);
+      assert.equal((await registry.requests()).filter((q) => q.path.endsWith(b.digest)).length, 0, 'B now served from the cache');
+      assert.ok((await onDisk()) <= maxSize);
     } finally {
       await archway.stop();
     }
