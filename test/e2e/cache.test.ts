@@ -60,10 +60,14 @@ async function pullAll(archway: ArchwayHandle, name: string, built: BuiltImage):
   }
 }
 
+/** Short, so the tests wait little for a tag to expire; long enough for two loopback requests within it. */
+const TAG_TTL_MS = 400;
+const pastTtl = () => sleep(TAG_TTL_MS + 100);
+
 describe('tag freshness', () => {
   let archway: ArchwayHandle;
   before(async () => {
-    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: '1s' } });
+    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: `${TAG_TTL_MS}ms` } });
   });
   after(() => archway.stop());
 
@@ -76,7 +80,7 @@ describe('tag freshness', () => {
     await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
     assert.equal((await registry.requests()).filter((q) => q.path.includes('/manifests/')).length, 0, 'within the TTL nothing goes upstream');
 
-    await sleep(1200);
+    await pastTtl();
     registry.clearRequests();
     const revalidated = await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
     assert.equal(revalidated.headers['docker-content-digest'], v1.topDigest);
@@ -85,7 +89,7 @@ describe('tag freshness', () => {
 
     const v2 = await image('team/moving', 'moving-2');
     assert.notEqual(v2.topDigest, v1.topDigest);
-    await sleep(1200);
+    await pastTtl();
     const moved = await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
     assert.equal(moved.headers['docker-content-digest'], v2.topDigest);
     assert.ok(moved.body.equals(v2.topBytes));
@@ -96,7 +100,7 @@ describe('upstream outage and restart', () => {
   let archway: ArchwayHandle;
   let built: BuiltImage;
   before(async () => {
-    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: '1s' } });
+    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: `${TAG_TTL_MS}ms` } });
     built = await image('team/steady', 'steady');
     await pullAll(archway, 'team/steady', built);
   });
@@ -107,7 +111,7 @@ describe('upstream outage and restart', () => {
 
   it('a fully cached image pulls with the upstream stopped, its tag served stale past the TTL', async () => {
     await registry.stop();
-    await sleep(1100);
+    await pastTtl();
     await pullAll(archway, 'team/steady', built);
     assert.ok((await archway.metric('archway_stale_served_total', { upstream: 'docker.io' })) >= 1);
     assert.ok(archway.logs().some((l) => l.msg === 'upstream failing; serving cached tag stale'));
