@@ -94,6 +94,26 @@ describe('tag freshness', () => {
     assert.equal(moved.headers['docker-content-digest'], v2.topDigest);
     assert.ok(moved.body.equals(v2.topBytes));
   });
+
+  it('a tag deleted upstream is served from the cache within its TTL and unknown after it, never stale', async () => {
+    const built = await image('team/doomed', 'doomed');
+    const url = `${archway.url}/v2/team/doomed/manifests/latest`;
+    assert.equal((await http(url, { headers: { accept: ACCEPT.all } })).headers['docker-content-digest'], built.topDigest);
+    // Deleting the manifest the tag points at deletes the tag (distribution's API has no tag delete).
+    const deleted = await http(`${registry.url}/v2/team/doomed/manifests/${built.topDigest}`, { method: 'DELETE' });
+    assert.equal(deleted.status, 202);
+    assert.equal((await http(`${registry.url}/v2/team/doomed/manifests/latest`, { method: 'HEAD', headers: { accept: ACCEPT.all } })).status, 404);
+    const staleBefore = await archway.metric('archway_stale_served_total');
+    const within = await http(url, { headers: { accept: ACCEPT.all } });
+    assert.equal(within.headers['docker-content-digest'], built.topDigest, 'within the TTL the cached tag stands');
+    await pastTtl();
+    for (let i = 0; i < 2; i++) {
+      const gone = await http(url, { headers: { accept: ACCEPT.all } });
+      assert.equal(gone.status, 404, `request ${i + 1} after the TTL`);
+      assert.equal(gone.json<{ errors: Array<{ code: string }> }>().errors[0]?.code, 'MANIFEST_UNKNOWN');
+    }
+    assert.equal(await archway.metric('archway_stale_served_total'), staleBefore, 'an upstream that says "unknown" is no outage');
+  });
 });
 
 describe('upstream outage and restart', () => {
