@@ -43,7 +43,26 @@ describe('client authentication', () => {
     assert.ok(!alice.allows('private.example/library/secret'), 'library/* at another registry is not granted');
     const bob = await auth.authenticate(basic('bob', 'bob-pw'));
     assert.ok(bob.allows('quay.io/anything/at/all'), 'a user without patterns may pull everything');
-    assert.equal((await auth.authenticate(basic('alice', 'alice-pw'))).name, 'alice', 'cached verification');
+  });
+
+  it('remembers a verification: the same credentials again cost no bcrypt check, other ones do', async () => {
+    // Every bcrypt check starts by looking the user's hash up: counting lookups counts checks.
+    class CountingUsers extends Map<string, string> {
+      lookups = 0;
+      override get(user: string): string | undefined {
+        this.lookups++;
+        return super.get(user);
+      }
+    }
+    const users = new CountingUsers([['alice', bcrypt.hashSync('alice-pw', 4)]]);
+    const counted = new ClientAuth({ users, grants: {}, tokens: [], defaultUpstream: 'docker.io' });
+    assert.equal((await counted.authenticate(basic('alice', 'alice-pw'))).name, 'alice');
+    assert.equal(users.lookups, 1);
+    for (let i = 0; i < 3; i++) assert.equal((await counted.authenticate(basic('alice', 'alice-pw'))).name, 'alice');
+    assert.equal(users.lookups, 1, 'verified once, remembered after');
+    await failure(counted.authenticate(basic('alice', 'wrong')));
+    await failure(counted.authenticate(basic('alice', 'wrong')));
+    assert.equal(users.lookups, 2, 'a refusal is remembered too');
   });
 
   it('accepts static bearer tokens', async () => {
@@ -96,8 +115,9 @@ describe('per-client limits', () => {
     assert.equal(err?.headers['retry-after'], '1');
     limiter.admit('10.0.0.2'); // another client is not affected
     a();
-    a(); // releasing twice counts once
+    a(); // releasing twice counts once: the other request of 10.0.0.1 is still running
     limiter.admit('10.0.0.1');
+    assert.throws(() => limiter.admit('10.0.0.1'), (e: unknown) => e instanceof RegistryError && e.code === 'TOOMANYREQUESTS', 'two in flight again');
   });
 
   it('refills the request-rate bucket over time', () => {
