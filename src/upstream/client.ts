@@ -24,7 +24,8 @@ export interface UpstreamOptions {
   tokenRealms: readonly string[];
   dispatcher: Dispatcher;
   /** `body`: the deadline of a whole non-blob answer (a blob's is the fill's, scaled by its size). */
-  timeouts: { headers: number; bodyIdle: number; body: number };
+  /** `backoff`: the first pause of `health` after a failure (timeouts.upstreamBackoff). */
+  timeouts: { headers: number; bodyIdle: number; body: number; backoff?: number };
   metrics: Metrics;
   /** See RepositoryAccess. */
   isolated: boolean;
@@ -79,13 +80,14 @@ interface SendOptions {
 export class UpstreamClient {
   readonly name: string;
   readonly isolated: boolean;
-  readonly health = new UpstreamHealth();
+  readonly health: UpstreamHealth;
   private readonly base: URL;
   private readonly auth: UpstreamAuth;
 
   constructor(private readonly opts: UpstreamOptions) {
     this.name = opts.name;
     this.isolated = opts.isolated;
+    this.health = new UpstreamHealth(Date.now, opts.timeouts.backoff);
     this.base = new URL(opts.url);
     // Userinfo in the URL would be sent on every request: keep it out, use username/password.
     this.base.username = '';
