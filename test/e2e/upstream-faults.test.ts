@@ -126,6 +126,40 @@ describe('serve stale', () => {
   }
 });
 
+describe('timeouts.upstreamBackoff', () => {
+  it('within the pause cached tags are served stale without asking the upstream; after it, the upstream is asked again', async () => {
+    const BACKOFF_MS = 600;
+    const quick = await startArchway({
+      upstreams: { 'docker.io': { url: front.url } },
+      cache: { tagTtl: '100ms' },
+      timeouts: { upstreamBackoff: `${BACKOFF_MS}ms` },
+    });
+    const tagUrl = `${quick.url}/v2/team/app/manifests/1`;
+    const asked = () => front.requests().filter((q) => q.url === '/v2/team/app/manifests/1').length;
+    try {
+      assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).headers['docker-content-digest'], built.topDigest);
+      await sleep(200); // past the tag TTL
+      front.setMode({ kind: 'status', status: 503, headers: {} });
+      front.clearRequests();
+      const failedAt = Date.now();
+      assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).status, 200, 'served stale');
+      assert.equal(asked(), 1, 'asked once, and it failed');
+      // Within the pause: stale at once, the upstream is left alone.
+      while (Date.now() - failedAt < BACKOFF_MS - 200) {
+        assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).status, 200);
+        await sleep(50);
+      }
+      assert.equal(asked(), 1, `not asked again within the ${BACKOFF_MS} ms pause`);
+      await sleep(Math.max(0, failedAt + BACKOFF_MS + 100 - Date.now()));
+      assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).status, 200);
+      assert.equal(asked(), 2, 'asked again once the pause is over');
+    } finally {
+      front.setMode({ kind: 'pass' });
+      await quick.stop();
+    }
+  });
+});
+
 describe('timeouts', () => {
   it('an uncached request to a stalled upstream answers 504 within the header timeout', async () => {
     const quick = await startArchway({ upstreams: { 'docker.io': { url: front.url } }, timeouts: { headers: '1s' } });
