@@ -10,6 +10,7 @@ import { request } from 'undici';
 import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
 import { ACCEPT, http } from '../harness/http.ts';
+import { fdSnapshot } from '../harness/proc-fds.ts';
 import { buildImage, type BuiltImage, type Platform } from '../harness/images.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
 import { pushLayout } from '../harness/skopeo.ts';
@@ -288,6 +289,10 @@ describe('size budget', () => {
       assert.equal((await registry.requests()).filter((q) => q.path.endsWith(b.digest)).length, 1);
       for (let r = await iterator.next(); !r.done; r = await iterator.next()) chunks.push(r.value as Buffer);
       assert.equal(sha256(Buffer.concat(chunks)), a.digest);
+      // The read is over once archway closes A's file (a moment after the client's last byte).
+      for (const deadline = Date.now() + 5000; (await fdSnapshot(process.pid)).targets.includes(blobFile(a.digest)); await sleep(10)) {
+        assert.ok(Date.now() < deadline, 'archway still reads A after its client got every byte');
+      }
       // A's read is over: B fetched again makes room by evicting A, and is cached.
       const evictionsBefore = await archway.metric('archway_cache_evictions_total');
       assert.equal(sha256((await http(bUrl)).body), b.digest);
