@@ -141,16 +141,18 @@ describe('timeouts.upstreamBackoff', () => {
       await sleep(200); // past the tag TTL
       front.setMode({ kind: 'status', status: 503, headers: {} });
       front.clearRequests();
-      const failedAt = Date.now();
+      // The failure (and the pause's start) falls between these two instants.
+      const askedFrom = Date.now();
       assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).status, 200, 'served stale');
+      const answeredAt = Date.now();
       assert.equal(asked(), 1, 'asked once, and it failed');
       // Within the pause: stale at once, the upstream is left alone.
-      while (Date.now() - failedAt < BACKOFF_MS - 200) {
+      while (Date.now() < askedFrom + BACKOFF_MS - 200) {
         assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).status, 200);
         await sleep(50);
       }
       assert.equal(asked(), 1, `not asked again within the ${BACKOFF_MS} ms pause`);
-      await sleep(Math.max(0, failedAt + BACKOFF_MS + 100 - Date.now()));
+      await sleep(Math.max(0, answeredAt + BACKOFF_MS + 100 - Date.now()));
       assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).status, 200);
       assert.equal(asked(), 2, 'asked again once the pause is over');
     } finally {
