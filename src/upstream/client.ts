@@ -23,8 +23,10 @@ export interface UpstreamOptions {
   /** Token realm hosts besides the registry's own that may receive the credentials (`upstreams.<key>.tokenRealms`). */
   tokenRealms: readonly string[];
   dispatcher: Dispatcher;
-  /** `body`: the deadline of a whole non-blob answer (a blob's is the fill's, scaled by its size). */
-  /** `backoff`: the first pause of `health` after a failure (timeouts.upstreamBackoff). */
+  /**
+   * `body`: the deadline of a whole non-blob answer (a blob's is the fill's, scaled by its size);
+   * `backoff`: the first pause of `health` after a failure (timeouts.upstreamBackoff).
+   */
   timeouts: { headers: number; bodyIdle: number; body: number; backoff?: number };
   metrics: Metrics;
   /** See RepositoryAccess. */
