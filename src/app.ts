@@ -98,7 +98,7 @@ export async function buildArchway(config: Readonly<Config>, opts: BuildOptions 
       isolated: upstream.repositoryIsolation ?? credentials !== undefined,
       namespace: upstream.sendNamespace ? name : undefined,
       dispatcher: dispatchers.for(name, upstream),
-      timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle, body: config.timeouts.body },
+      timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle, body: config.timeouts.body, backoff: config.timeouts.upstreamBackoff },
       metrics,
     });
     upstreams.set(name, { client, aliases: upstream.aliases });

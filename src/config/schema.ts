@@ -226,6 +226,12 @@ export const configSchema = z
         /** How long a cached tag past its TTL waits for the upstream's confirmation before it is served stale. */
         revalidate: duration.default(5_000),
         /**
+         * After an upstream fails, cached tags are served stale without asking it for this long (a dead
+         * upstream would cost every request `revalidate`); the pause doubles with each failure in a row,
+         * up to 12 times this (a minute by default). Short in tests, which would otherwise sleep it out.
+         */
+        upstreamBackoff: duration.default(5_000),
+        /**
          * The least time a whole upstream body may take (a trickle of a byte every few seconds never
          * trips bodyIdle): a blob gets max(this, size / bodyMinRate), every other body this.
          */

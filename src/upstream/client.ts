@@ -23,8 +23,11 @@ export interface UpstreamOptions {
   /** Token realm hosts besides the registry's own that may receive the credentials (`upstreams.<key>.tokenRealms`). */
   tokenRealms: readonly string[];
   dispatcher: Dispatcher;
-  /** `body`: the deadline of a whole non-blob answer (a blob's is the fill's, scaled by its size). */
-  timeouts: { headers: number; bodyIdle: number; body: number };
+  /**
+   * `body`: the deadline of a whole non-blob answer (a blob's is the fill's, scaled by its size);
+   * `backoff`: the first pause of `health` after a failure (timeouts.upstreamBackoff).
+   */
+  timeouts: { headers: number; bodyIdle: number; body: number; backoff?: number };
   metrics: Metrics;
   /** See RepositoryAccess. */
   isolated: boolean;
@@ -55,13 +58,14 @@ interface SendOptions {
 export class UpstreamClient implements Upstream {
   readonly name: string;
   readonly isolated: boolean;
-  readonly health = new UpstreamHealth();
+  readonly health: UpstreamHealth;
   private readonly base: URL;
   private readonly auth: UpstreamAuth;
 
   constructor(private readonly opts: UpstreamOptions) {
     this.name = opts.name;
     this.isolated = opts.isolated;
+    this.health = new UpstreamHealth(Date.now, opts.timeouts.backoff);
     this.base = new URL(opts.url);
     // Userinfo in the URL would be sent on every request: keep it out, use username/password.
     this.base.username = '';

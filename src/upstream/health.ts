@@ -1,6 +1,7 @@
-/** First and longest pause after an upstream failure, before it is asked again for cached tags. */
+/** First pause after an upstream failure, before it is asked again for cached tags (timeouts.upstreamBackoff). */
 const FIRST_BACKOFF_MS = 5_000;
-const MAX_BACKOFF_MS = 60_000;
+/** The longest pause, as a multiple of the first: a minute for the default 5 s. */
+const MAX_BACKOFF_FACTOR = 12;
 
 /**
  * Whether an upstream is failing. While it is, cached tags are served stale at
@@ -18,7 +19,10 @@ export class UpstreamHealth {
   /** Failures since start, for the status page. */
   failuresTotal = 0;
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly now: () => number = Date.now,
+    private readonly firstBackoffMs: number = FIRST_BACKOFF_MS,
+  ) {}
 
   succeeded(): void {
     this.failures = 0;
@@ -30,7 +34,8 @@ export class UpstreamHealth {
     this.failuresTotal++;
     this.lastError = reason;
     this.lastErrorAt = this.now();
-    this.downUntil = this.now() + Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** (this.failures - 1));
+    const first = this.firstBackoffMs;
+    this.downUntil = this.now() + Math.min(first * MAX_BACKOFF_FACTOR, first * 2 ** (this.failures - 1));
   }
 
   get down(): boolean {

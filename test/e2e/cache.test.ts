@@ -10,6 +10,7 @@ import { request } from 'undici';
 import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
 import { ACCEPT, http } from '../harness/http.ts';
+import { fdSnapshot } from '../harness/proc-fds.ts';
 import { buildImage, type BuiltImage, type Platform } from '../harness/images.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
 import { pushLayout } from '../harness/skopeo.ts';
@@ -60,10 +61,14 @@ async function pullAll(archway: ArchwayHandle, name: string, built: BuiltImage):
   }
 }
 
+/** Short, so the tests wait little for a tag to expire; long enough for two loopback requests within it. */
+const TAG_TTL_MS = 400;
+const pastTtl = () => sleep(TAG_TTL_MS + 100);
+
 describe('tag freshness', () => {
   let archway: ArchwayHandle;
   before(async () => {
-    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: '1s' } });
+    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: `${TAG_TTL_MS}ms` } });
   });
   after(() => archway.stop());
 
@@ -76,7 +81,7 @@ describe('tag freshness', () => {
     await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
     assert.equal((await registry.requests()).filter((q) => q.path.includes('/manifests/')).length, 0, 'within the TTL nothing goes upstream');
 
-    await sleep(1200);
+    await pastTtl();
     registry.clearRequests();
     const revalidated = await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
     assert.equal(revalidated.headers['docker-content-digest'], v1.topDigest);
@@ -85,10 +90,30 @@ describe('tag freshness', () => {
 
     const v2 = await image('team/moving', 'moving-2');
     assert.notEqual(v2.topDigest, v1.topDigest);
-    await sleep(1200);
+    await pastTtl();
     const moved = await http(`${archway.url}/v2/team/moving/manifests/latest`, { headers: { accept: ACCEPT.all } });
     assert.equal(moved.headers['docker-content-digest'], v2.topDigest);
     assert.ok(moved.body.equals(v2.topBytes));
+  });
+
+  it('a tag deleted upstream is served from the cache within its TTL and unknown after it, never stale', async () => {
+    const built = await image('team/doomed', 'doomed');
+    const url = `${archway.url}/v2/team/doomed/manifests/latest`;
+    const staleBefore = await archway.metric('archway_stale_served_total');
+    assert.equal((await http(url, { headers: { accept: ACCEPT.all } })).headers['docker-content-digest'], built.topDigest);
+    // Deleting the manifest the tag points at deletes the tag (distribution's API has no tag delete).
+    const deleted = await http(`${registry.url}/v2/team/doomed/manifests/${built.topDigest}`, { method: 'DELETE' });
+    assert.equal(deleted.status, 202);
+    const within = await http(url, { headers: { accept: ACCEPT.all } });
+    assert.equal(within.headers['docker-content-digest'], built.topDigest, 'within the TTL the cached tag stands');
+    assert.equal((await http(`${registry.url}/v2/team/doomed/manifests/latest`, { method: 'HEAD', headers: { accept: ACCEPT.all } })).status, 404, 'gone upstream');
+    await pastTtl();
+    for (let i = 0; i < 2; i++) {
+      const gone = await http(url, { headers: { accept: ACCEPT.all } });
+      assert.equal(gone.status, 404, `request ${i + 1} after the TTL`);
+      assert.equal(gone.json<{ errors: Array<{ code: string }> }>().errors[0]?.code, 'MANIFEST_UNKNOWN');
+    }
+    assert.equal(await archway.metric('archway_stale_served_total'), staleBefore, 'an upstream that says "unknown" is no outage');
   });
 });
 
@@ -96,7 +121,7 @@ describe('upstream outage and restart', () => {
   let archway: ArchwayHandle;
   let built: BuiltImage;
   before(async () => {
-    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: '1s' } });
+    archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { tagTtl: `${TAG_TTL_MS}ms` } });
     built = await image('team/steady', 'steady');
     await pullAll(archway, 'team/steady', built);
   });
@@ -107,7 +132,7 @@ describe('upstream outage and restart', () => {
 
   it('a fully cached image pulls with the upstream stopped, its tag served stale past the TTL', async () => {
     await registry.stop();
-    await sleep(1100);
+    await pastTtl();
     await pullAll(archway, 'team/steady', built);
     assert.ok((await archway.metric('archway_stale_served_total', { upstream: 'docker.io' })) >= 1);
     assert.ok(archway.logs().some((l) => l.msg === 'upstream failing; serving cached tag stale'));
@@ -224,27 +249,61 @@ describe('size budget', () => {
     }
   });
 
-  it('never evicts a blob while it is being read', async () => {
+  it('never evicts a blob while it is being read: what does not fit beside it is relayed uncached, and cached once the read is over', async () => {
     // A must be larger than what loopback socket buffers hold, so archway is still reading it.
     const MiB = 1024 * KiB;
     const maxSize = 28 * MiB;
     const archway = await startArchway({ upstreams: { 'docker.io': { url: registry.url } }, cache: { maxSize } });
+    const onDisk = async () => (await Promise.all((await filesUnder(archway.cacheDir)).map((f) => stat(f).then((s) => s.size, () => 0)))).reduce((n, x) => n + x, 0);
     try {
       const a = (await image('team/pin-a', 'pin-a', [24 * MiB])).manifests[0]!.layers[0]!;
       const b = (await image('team/pin-b', 'pin-b', [8 * MiB])).manifests[0]!.layers[0]!;
-      await http(`${archway.url}/v2/team/pin-a/blobs/${a.digest}`);
-      const blobFile = join(archway.cacheDir, 'blobs', 'sha256', a.digest.slice(7, 9), a.digest.slice(7));
-      // Start reading A and stop after the first chunk.
-      const res = await request(`${archway.url}/v2/team/pin-a/blobs/${a.digest}`);
+      const aUrl = `${archway.url}/v2/team/pin-a/blobs/${a.digest}`;
+      const bUrl = `${archway.url}/v2/team/pin-b/blobs/${b.digest}`;
+      await http(aUrl);
+      const blobFile = (d: string) => join(archway.cacheDir, 'blobs', 'sha256', d.slice(7, 9), d.slice(7));
+      const noRoom = () => archway.metric('archway_blob_uncached_relays_total', { reason: 'no-room' });
+      const relayedBefore = await noRoom();
+      // Start reading A and stop after the first chunk: A is pinned, and 24 + 8 MiB do not fit in 28.
+      const res = await request(aUrl);
       const iterator = res.body[Symbol.asyncIterator]();
       const chunks: Buffer[] = [(await iterator.next()).value as Buffer];
-      // B pushes the cache over its budget while A is being read.
-      await http(`${archway.url}/v2/team/pin-b/blobs/${b.digest}`);
-      await stat(blobFile); // still there: pinned
+      let most = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          most = Math.max(most, await onDisk());
+          await sleep(5);
+        }
+      })();
+      registry.clearRequests();
+      const relayed = await http(bUrl);
+      sampling = false;
+      await sampler;
+      assert.equal(relayed.status, 200);
+      assert.equal(sha256(relayed.body), b.digest, 'B is served whole and right');
+      assert.equal((await noRoom()) - relayedBefore, 1, 'relayed without caching: no room beside the pinned A');
+      await stat(blobFile(a.digest)); // still there: pinned
+      await assert.rejects(stat(blobFile(b.digest)), 'B was not cached');
+      assert.ok(most <= maxSize, `the cache directory held ${most} bytes at most, within ${maxSize}`);
+      assert.equal((await registry.requests()).filter((q) => q.path.endsWith(b.digest)).length, 1);
       for (let r = await iterator.next(); !r.done; r = await iterator.next()) chunks.push(r.value as Buffer);
       assert.equal(sha256(Buffer.concat(chunks)), a.digest);
-      await sleep(100);
-      assert.ok((await archway.metric('archway_cache_bytes')) <= maxSize, 'back under budget once the read is over');
+      // The read is over once archway closes A's file (a moment after the client's last byte).
+      for (const deadline = Date.now() + 5000; (await fdSnapshot(process.pid)).targets.includes(blobFile(a.digest)); await sleep(10)) {
+        assert.ok(Date.now() < deadline, 'archway still reads A after its client got every byte');
+      }
+      // A's read is over: B fetched again makes room by evicting A, and is cached.
+      const evictionsBefore = await archway.metric('archway_cache_evictions_total');
+      assert.equal(sha256((await http(bUrl)).body), b.digest);
+      await stat(blobFile(b.digest));
+      await assert.rejects(stat(blobFile(a.digest)), 'A evicted to make room for B');
+      assert.ok((await archway.metric('archway_cache_evictions_total')) > evictionsBefore);
+      assert.equal((await noRoom()) - relayedBefore, 1, 'no second uncached relay');
+      registry.clearRequests();
+      assert.equal(sha256((await http(bUrl)).body), b.digest);
+      assert.equal((await registry.requests()).filter((q) => q.path.endsWith(b.digest)).length, 0, 'B now served from the cache');
+      assert.ok((await onDisk()) <= maxSize);
     } finally {
       await archway.stop();
     }

@@ -2,7 +2,7 @@
 // without caching, says so (log line, metric), and caches again once there is
 // room. The cache lives on a small tmpfs of its own.
 import assert from 'node:assert/strict';
-import { mkdir, open, readdir, rm } from 'node:fs/promises';
+import { mkdir, open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
@@ -90,8 +90,10 @@ describe('disk full', () => {
     registry.clearRequests();
     const first = await http(`${archway.url}/v2/team/app/blobs/${small().digest}`);
     assert.equal(sha256(first.body), small().digest);
-    await sleep(50);
-    assert.equal(await archway.metric('archway_cache_storage_failing'), 0);
+    // The commit (and with it the "works again") may land just after the client's last byte.
+    for (const deadline = Date.now() + 5000; (await archway.metric('archway_cache_storage_failing')) !== 0; await sleep(20)) {
+      assert.ok(Date.now() < deadline, 'storage still reported failing after a successful write');
+    }
     assert.ok(archway.logs().some((l) => l.msg === 'cache storage works again: caching resumed'));
     const again = await http(`${archway.url}/v2/team/app/blobs/${small().digest}`);
     assert.equal(sha256(again.body), small().digest);
@@ -101,9 +103,19 @@ describe('disk full', () => {
 
   it('a blob that outgrows the disk mid-download is still served whole', async () => {
     // 12 MiB on a 4 MiB disk: the first part is written, then ENOSPC, then the rest is relayed.
+    const relays = () => archway.metric('archway_blob_uncached_relays_total', { reason: 'storage' });
+    const relaysBefore = await relays();
+    const logsBefore = archway.logs().length;
     const r = await http(`${archway.url}/v2/team/app/blobs/${big().digest}`);
     assert.equal(r.status, 200);
     assert.equal(sha256(r.body), big().digest);
+    assert.equal((await relays()) - relaysBefore, 1, 'relayed uncached because the disk refused it');
+    const relayed = archway.logs().slice(logsBefore).find((l) => l.digest === big().digest && l.reason === 'storage' && typeof l.msg === 'string' && l.msg.startsWith('relaying blob without caching it'));
+    assert.ok(relayed, 'the relay is logged with its reason');
+    const onDisk = Number(relayed.onDisk);
+    assert.ok(onDisk > 0 && onDisk < big().size, `the disk filled mid-download: ${onDisk} of ${big().size} bytes were written first`);
+    assert.ok(archway.logs().slice(logsBefore).some((l) => l.msg === 'cache storage is failing: serving from the upstream without caching' && l.err === 'ENOSPC'));
+    await assert.rejects(stat(join(archway.cacheDir, 'blobs', 'sha256', big().digest.slice(7, 9), big().digest.slice(7))), 'not cached');
     assert.deepEqual(await readdir(join(archway.cacheDir, 'tmp')), []);
   });
 });

@@ -545,14 +545,15 @@ describe('upstream down for the whole test', () => {
     archway = await startArchway({
       upstreams: { 'docker.io': { url: registry.url }, 'stalled.io': { url: front.url } },
       defaultUpstream: 'docker.io',
-      cache: { tagTtl: '1s' },
+      // Short: the tags are cached to be served stale, and the test waits past it once.
+      cache: { tagTtl: '300ms' },
       timeouts: TIMEOUTS,
     });
     await pullAll(names.refused);
     await pullAll(names.stalled);
     await registry.stop();
     front.setMode({ kind: 'stall' });
-    await sleep(1100); // past the tag TTL: every tag needs the upstream now
+    await sleep(400); // past the tag TTL: every tag needs the upstream now
   });
 
   after(async () => {

@@ -165,7 +165,8 @@ describe('token expiry', () => {
       await http(`${archway.url}/v2/private/app/manifests/${m.digest}`, { headers: { accept: ACCEPT.all } });
       await http(`${archway.url}/v2/private/app/blobs/${m.configDigest}`);
       assert.equal(shortIssuer.tokenRequests().length, 1, 'one token for both requests');
-      await sleep(2100);
+      // archway refreshes early (half of a short life): past 1 s of the 2 s the token is renewed.
+      await sleep(1100);
       const r = await http(`${archway.url}/v2/private/app/blobs/${m.layers[0]!.digest}`);
       assert.equal(sha256(r.body), m.layers[0]!.digest);
       assert.equal(shortIssuer.tokenRequests().length, 2, 'a fresh token after expires_in');
@@ -227,6 +228,53 @@ describe('repository isolation', () => {
     } finally {
       await archway.stop();
       await registry.restart();
+    }
+  });
+});
+
+describe('repositoryIsolation overrides', () => {
+  it('false on a private upstream: what one repository cached is served to another without asking the upstream', async () => {
+    const archway = await startArchway({ upstreams: { 'registry.example': { url: registry.url, username: USER, password: PASSWORD, repositoryIsolation: false } } });
+    try {
+      const layer = built.manifests[0]!.layers[0]!;
+      assert.equal(sha256((await http(`${archway.url}/v2/private/app/blobs/${layer.digest}`)).body), layer.digest);
+      registry.clearRequests();
+      const shared = await http(`${archway.url}/v2/private/secretless/blobs/${layer.digest}`);
+      assert.equal(shared.status, 200, 'isolation off: the digest is enough');
+      assert.equal(sha256(shared.body), layer.digest);
+      assert.deepEqual(await registry.requests(), [], 'served from the cache, unconfirmed');
+    } finally {
+      await archway.stop();
+    }
+  });
+
+  it('true on a public upstream: another repository gets cached content only once the upstream confirms it there', async () => {
+    const open = await startRegistry();
+    const isolated = await startArchway({ upstreams: { 'public.example': { url: open.url, repositoryIsolation: true } } });
+    const shared = await startArchway({ upstreams: { 'public.example': { url: open.url } } });
+    try {
+      await pushLayout(built, { hostPort: open.hostPort, name: 'team/app' });
+      const layer = built.manifests[0]!.layers[0]!;
+      for (const a of [isolated, shared]) assert.equal(sha256((await http(`${a.url}/v2/team/app/blobs/${layer.digest}`)).body), layer.digest);
+      // By default a public upstream's content is shared by digest: nothing asked.
+      open.clearRequests();
+      assert.equal((await http(`${shared.url}/v2/team/elsewhere/blobs/${layer.digest}`)).status, 200);
+      assert.deepEqual(await open.requests(), [], 'public and not isolated: shared from the cache');
+      // Isolated: team/elsewhere lacks it upstream, so it is unknown there.
+      const refused = await http(`${isolated.url}/v2/team/elsewhere/blobs/${layer.digest}`);
+      assert.equal(refused.status, 404);
+      assert.equal(refused.json<{ errors: Array<{ code: string }> }>().errors[0]?.code, 'BLOB_UNKNOWN');
+      const asked = (await open.requests()).filter((q) => q.path === `/v2/team/elsewhere/blobs/${layer.digest}`);
+      assert.deepEqual(asked.map((q) => `${q.method} ${q.status}`), ['HEAD 404'], 'the upstream was asked, nothing downloaded');
+      // Once team/elsewhere has it upstream: one HEAD confirms it, the bytes come from the cache.
+      await pushLayout(built, { hostPort: open.hostPort, name: 'team/elsewhere' });
+      open.clearRequests();
+      const confirmed = await http(`${isolated.url}/v2/team/elsewhere/blobs/${layer.digest}`);
+      assert.equal(sha256(confirmed.body), layer.digest);
+      assert.deepEqual((await open.requests()).map((q) => `${q.method} ${q.status}`), ['HEAD 200'], 'confirmed with one HEAD, not downloaded again');
+    } finally {
+      await Promise.all([isolated.stop(), shared.stop()]);
+      await open.stop();
     }
   });
 });

@@ -24,6 +24,22 @@ let archway: ArchwayHandle;
 let built: BuiltImage;
 let other: BuiltImage;
 
+/** Short: tests wait past it for a cached tag to need the upstream. */
+const TAG_TTL_MS = 300;
+const REVALIDATE_MS = 1000;
+const pastTtl = () => sleep(TAG_TTL_MS + 100);
+const stale = () => archway.metric('archway_stale_served_total', { upstream: 'docker.io' });
+
+/**
+ * The upstream answers again (a 404 for a name nobody pushed is an answer): archway counts it
+ * healthy at once, so the next test does not wait out the backoff the previous one caused.
+ */
+let probes = 0;
+async function upstreamAnswersAgain(): Promise<void> {
+  const r = await http(`${archway.url}/v2/team/nobody-${++probes}/manifests/1`, { headers: { accept: ACCEPT.all } });
+  assert.equal(r.status, 404, 'the upstream answers again');
+}
+
 const errorOf = (r: { json<T>(): T }) => r.json<{ errors: Array<{ code: string; message: string }> }>().errors[0];
 
 before(async () => {
@@ -37,8 +53,8 @@ before(async () => {
   await pushLayout(other, { hostPort: registry.hostPort, name: 'team/other' });
   archway = await startArchway({
     upstreams: { 'docker.io': { url: front.url } },
-    cache: { tagTtl: '1s' },
-    timeouts: { headers: '8s', revalidate: '1s' },
+    cache: { tagTtl: `${TAG_TTL_MS}ms` },
+    timeouts: { headers: '8s', revalidate: `${REVALIDATE_MS}ms` },
   });
   const r = await http(`${archway.url}/v2/team/app/manifests/1`, { headers: { accept: ACCEPT.all } });
   assert.equal(r.headers['docker-content-digest'], built.topDigest);
@@ -59,18 +75,23 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }>
 
 describe('serve stale', () => {
   it('a stalled upstream costs one revalidation deadline, then cached tags are answered at once', async () => {
-    await sleep(1100);
+    await pastTtl();
     front.setMode({ kind: 'stall' });
     try {
+      const before = await stale();
       const first = await timed(() => http(`${archway.url}/v2/team/app/manifests/1`, { headers: { accept: ACCEPT.all } }));
       assert.equal(first.value.status, 200);
       assert.equal(first.value.headers['docker-content-digest'], built.topDigest);
-      assert.ok(first.ms < 3000, `first stale answer after ${first.ms} ms (deadline 1 s, not the 8 s header timeout)`);
+      assert.ok(first.ms >= REVALIDATE_MS - 50, `first stale answer after ${first.ms} ms: it waited for the upstream, up to the ${REVALIDATE_MS} ms deadline`);
+      assert.ok(first.ms < 3000, `first stale answer after ${first.ms} ms (deadline ${REVALIDATE_MS} ms, not the 8 s header timeout)`);
+      assert.equal((await stale()) - before, 1, 'served stale, and counted');
       const next = await timed(() => http(`${archway.url}/v2/team/app/manifests/1`, { headers: { accept: ACCEPT.all } }));
       assert.equal(next.value.status, 200);
       assert.ok(next.ms < 500, `while the upstream is known to fail, stale answers are immediate (${next.ms} ms)`);
+      assert.equal((await stale()) - before, 2, 'the second is served stale too');
     } finally {
       front.setMode({ kind: 'pass' });
+      await upstreamAnswersAgain();
     }
   });
 
@@ -79,13 +100,14 @@ describe('serve stale', () => {
     [429, { 'retry-after': '7' }],
   ] as const) {
     it(`an upstream answering ${status} gets cached tags served stale; uncached content gets the right error`, async () => {
-      // Let the health backoff from the previous test pass, and the tag expire.
-      await sleep(5200);
+      await pastTtl();
       front.setMode({ kind: 'status', status, headers });
       try {
-        const stale = await http(`${archway.url}/v2/team/app/manifests/1`, { headers: { accept: ACCEPT.all } });
-        assert.equal(stale.status, 200);
-        assert.equal(stale.headers['docker-content-digest'], built.topDigest);
+        const before = await stale();
+        const answer = await http(`${archway.url}/v2/team/app/manifests/1`, { headers: { accept: ACCEPT.all } });
+        assert.equal(answer.status, 200);
+        assert.equal(answer.headers['docker-content-digest'], built.topDigest);
+        assert.equal((await stale()) - before, 1, 'served stale, and counted');
         const uncached = await http(`${archway.url}/v2/team/other/manifests/1`, { headers: { accept: ACCEPT.all } });
         if (status === 429) {
           assert.equal(uncached.status, 429);
@@ -98,9 +120,46 @@ describe('serve stale', () => {
         }
       } finally {
         front.setMode({ kind: 'pass' });
+        await upstreamAnswersAgain();
       }
     });
   }
+});
+
+describe('timeouts.upstreamBackoff', () => {
+  it('within the pause cached tags are served stale without asking the upstream; after it, the upstream is asked again', async () => {
+    const BACKOFF_MS = 600;
+    const quick = await startArchway({
+      upstreams: { 'docker.io': { url: front.url } },
+      cache: { tagTtl: '100ms' },
+      timeouts: { upstreamBackoff: `${BACKOFF_MS}ms` },
+    });
+    const tagUrl = `${quick.url}/v2/team/app/manifests/1`;
+    const asked = () => front.requests().filter((q) => q.url === '/v2/team/app/manifests/1').length;
+    try {
+      assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).headers['docker-content-digest'], built.topDigest);
+      await sleep(200); // past the tag TTL
+      front.setMode({ kind: 'status', status: 503, headers: {} });
+      front.clearRequests();
+      // The failure (and the pause's start) falls between these two instants.
+      const askedFrom = Date.now();
+      assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).status, 200, 'served stale');
+      const answeredAt = Date.now();
+      assert.equal(asked(), 1, 'asked once, and it failed');
+      // Within the pause: stale at once, the upstream is left alone.
+      while (Date.now() < askedFrom + BACKOFF_MS - 200) {
+        assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).status, 200);
+        await sleep(50);
+      }
+      assert.equal(asked(), 1, `not asked again within the ${BACKOFF_MS} ms pause`);
+      await sleep(Math.max(0, answeredAt + BACKOFF_MS + 100 - Date.now()));
+      assert.equal((await http(tagUrl, { headers: { accept: ACCEPT.all } })).status, 200);
+      assert.equal(asked(), 2, 'asked again once the pause is over');
+    } finally {
+      front.setMode({ kind: 'pass' });
+      await quick.stop();
+    }
+  });
 });
 
 describe('timeouts', () => {

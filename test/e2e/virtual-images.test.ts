@@ -417,7 +417,7 @@ describe('manifests and blobs by digest under the virtual name', () => {
 });
 
 describe('with the upstream down', () => {
-  const TTL_MS = 1000;
+  const TTL_MS = 400;
   let stale: ArchwayHandle;
   before(async () => {
     // Its own archway: a short tag TTL, and a cache the tests above never touched.

@@ -30,8 +30,8 @@ export interface ArchwayProcess {
 }
 
 /**
- * `config` is archway's configuration; `server` keys given there (e.g. tls)
- * are kept, but host, port and shutdownTimeout are the harness's, and
+ * `config` is archway's configuration; `server` keys given there (e.g. tls,
+ * shutdownTimeout, 5s unless given) are kept, but host and port are the harness's, and
  * cache.dir is a fresh directory unless the config names one (to start a
  * second process on the cache of a first, e.g. after a crash).
  */
@@ -49,7 +49,8 @@ export async function startArchwayProcess(
   const givenDir = (config.cache as { dir?: unknown } | undefined)?.dir;
   const cacheDir = typeof givenDir === 'string' ? givenDir : join(dir, 'cache');
   const configPath = join(dir, 'archway.yaml');
-  const server = { ...(config.server as object | undefined), host: '127.0.0.1', port, shutdownTimeout: '5s' };
+  // A short shutdownTimeout unless the test is about it: a stuck shutdown must not hold the suite.
+  const server = { shutdownTimeout: '5s', ...(config.server as object | undefined), host: '127.0.0.1', port };
   const tls = 'tls' in server && server.tls !== undefined;
   await writeFile(configPath, stringify({ ...config, server, cache: { dir: cacheDir, ...(config.cache as object) } }));
   const child = spawn(process.execPath, [...archwayEntry(opts.compiled), '--config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });

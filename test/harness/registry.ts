@@ -8,11 +8,12 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Agent, request } from 'undici';
 import { digestHex } from './digest.ts';
 import { markOwned, sweepOrphans } from './host-cleanup.ts';
 import { ensureCommands } from './packages.ts';
 import { freePort } from './ports.ts';
-import { startProcess, waitFor, waitForHttp } from './process.ts';
+import { startProcess, waitFor } from './process.ts';
 import type { ManagedProcess } from './process.ts';
 import { removeDir, tempDir } from './tmp.ts';
 import type { TokenAuthConfig } from './token-issuer.ts';
@@ -64,6 +65,8 @@ export interface StartRegistryOptions {
   proxyRemoteUrl?: string;
   /** Basic auth (distribution's `auth: htpasswd`): user -> password. */
   htpasswd?: Record<string, string>;
+  /** Serve HTTPS with this certificate (distribution's `http.tls`); url is then https://. */
+  tls?: { certPath: string; keyPath: string };
 }
 
 /** Requests we send ourselves to flush the log; hidden from requests(). */
@@ -98,7 +101,11 @@ function registryConfig(opts: StartRegistryOptions, dataDir: string, port: numbe
       // Background purging would touch storage at random times.
       maintenance: { uploadpurging: { enabled: false } },
     },
-    http: { addr: `127.0.0.1:${port}`, secret: randomBytes(16).toString('hex') },
+    http: {
+      addr: `127.0.0.1:${port}`,
+      secret: randomBytes(16).toString('hex'),
+      ...(opts.tls ? { tls: { certificate: opts.tls.certPath, key: opts.tls.keyPath } } : {}),
+    },
     ...(opts.htpasswd ? { auth: { htpasswd: { realm: 'archway-test', path: htpasswdPath } } } : {}),
     ...(opts.tokenAuth
       ? {
@@ -137,6 +144,13 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
   let syncCounter = 0;
   let proc: ManagedProcess | undefined;
   let port = 0;
+  const scheme = opts.tls ? 'https' : 'http';
+  // The harness's own requests (start-up probe, log flushes) do not check the registry's certificate: tests do.
+  const own = new Agent(opts.tls ? { connect: { rejectUnauthorized: false } } : {});
+  const get = async (path: string): Promise<void> => {
+    const res = await request(`${scheme}://127.0.0.1:${port}${path}`, { dispatcher: own, signal: AbortSignal.timeout(5000) });
+    await res.body.dump();
+  };
 
   const onLine = (line: string, stream: 'stdout' | 'stderr'): void => {
     lastLineAt = Date.now();
@@ -166,7 +180,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
     });
     proc = p;
     // Probe on a sync path so the probe is not counted in requests().
-    await waitForHttp(`http://127.0.0.1:${port}${SYNC_PREFIX}startup`, 15_000, p);
+    await waitFor(async () => (await get(`${SYNC_PREFIX}startup`), true), { timeoutMs: 15_000, description: `registry :${port} to answer`, proc: p });
   };
 
   // Another process may grab the port between freePort() and bind: retry.
@@ -185,7 +199,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
     }
   }
 
-  const url = `http://127.0.0.1:${port}`;
+  const url = `${scheme}://127.0.0.1:${port}`;
 
   const requests = async (): Promise<RegistryRequest[]> => {
     if (proc && !proc.exited) {
@@ -195,8 +209,7 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Re
       // then allow a short quiet period (bounded: a registry busy with
       // background downloads may never go quiet).
       const path = `${SYNC_PREFIX}${++syncCounter}`;
-      const res = await fetch(`${url}${path}`, { signal: AbortSignal.timeout(5000) });
-      await res.arrayBuffer();
+      await get(path);
       await waitFor(() => syncSeen.has(path), { timeoutMs: 5000, description: 'registry access log flush' });
       const quietDeadline = Date.now() + 500;
       while (Date.now() - lastLineAt < 50 && Date.now() < quietDeadline) await sleep(10);

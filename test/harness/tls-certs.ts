@@ -65,3 +65,18 @@ export async function issueServerCert(
   ]);
   return { certPath, keyPath, serialNumber: opts.serialHex.toUpperCase(), commonName: opts.commonName };
 }
+
+/**
+ * A self-signed server certificate (no CA behind it) for the given IP addresses, as a test
+ * registry started with `openssl req -x509` has: nothing can verify it, `insecure` skips the check.
+ */
+export async function selfSignedServerCert(opts: { dir: string; name: string; commonName: string; ips?: string[] }): Promise<{ certPath: string; keyPath: string }> {
+  const keyPath = join(opts.dir, `${opts.name}.key`);
+  const certPath = join(opts.dir, `${opts.name}.crt`);
+  const san = (opts.ips ?? ['127.0.0.1']).map((ip) => `IP:${ip}`).join(',');
+  await openssl([
+    'req', '-x509', ...EC, '-days', '2', '-subj', `/CN=${opts.commonName}`, '-keyout', keyPath, '-out', certPath,
+    '-addext', `subjectAltName=${san}`, '-addext', 'extendedKeyUsage=serverAuth',
+  ]);
+  return { certPath, keyPath };
+}

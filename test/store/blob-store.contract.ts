@@ -111,23 +111,32 @@ export function blobStoreContract(name: string, make: (opts: { maxSize: number; 
       }
     });
 
-    it('evicts least recently used blobs above maxSize, never one that is open', async () => {
+    it('evicts least recently used blobs above maxSize, never one that is open, and never goes above it', async () => {
       const f = await make({ maxSize: 250 });
       try {
         const a = await put(f.store, Buffer.alloc(100, 1));
         const b = await put(f.store, Buffer.alloc(100, 2));
-        const reading = await f.store.open(a); // a is now in use, and most recently used
+        const reading = await f.store.open(a); // a is in use from now on
+        await readAll((await f.store.open(b))!.stream); // b is used after a: a is the least recently used
         const c = await put(f.store, Buffer.alloc(100, 3));
-        assert.ok(await f.store.stat(a), 'open blob kept');
-        assert.equal(await f.store.stat(b), undefined, 'least recently used evicted');
+        assert.ok(await f.store.stat(a), 'the least recently used blob is kept while it is open');
+        assert.equal(await f.store.stat(b), undefined, 'the least recently used one not open is evicted instead');
         assert.ok(await f.store.stat(c));
-        const d = await put(f.store, Buffer.alloc(100, 4));
-        assert.ok(await f.store.stat(a), 'still open, still kept, even over budget');
         assert.equal(await f.store.delete(a), false, 'an open blob is not deleted');
+        const alsoReading = await f.store.open(c);
+        // a and c are open: the only blob that can make room is the one just committed.
+        await put(f.store, Buffer.alloc(100, 4));
+        assert.ok(f.store.usage().bytes <= 250, `never above the budget: ${f.store.usage().bytes}`);
+        assert.ok(await f.store.stat(a), 'still open, still kept');
+        assert.ok(await f.store.stat(c), 'still open, still kept');
         await readAll(reading!.stream);
-        await new Promise((r) => setTimeout(r, 20));
-        assert.ok(f.store.usage().bytes <= 250, 'back under budget once closed');
-        assert.ok(await f.store.stat(d));
+        await readAll(alsoReading!.stream);
+        // Closed, a is the least recently used again: the next commit evicts it.
+        const e = await put(f.store, Buffer.alloc(100, 5));
+        assert.ok(await eventually(async () => (await f.store.stat(a)) === undefined), 'a evicted once its read is over');
+        assert.ok(await f.store.stat(c));
+        assert.ok(await f.store.stat(e));
+        assert.ok(f.store.usage().bytes <= 250);
       } finally {
         await f.cleanup();
       }

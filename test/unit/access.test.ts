@@ -223,8 +223,9 @@ describe('per-client limits', () => {
     assert.equal(err?.headers['retry-after'], '1');
     limiter.admit('10.0.0.2'); // another client is not affected
     a();
-    a(); // releasing twice counts once
+    a(); // releasing twice counts once: the other request of 10.0.0.1 is still running
     limiter.admit('10.0.0.1');
+    assert.throws(() => limiter.admit('10.0.0.1'), (e: unknown) => e instanceof RegistryError && e.code === 'TOOMANYREQUESTS', 'two in flight again');
   });
 
   it('refills the request-rate bucket over time', () => {

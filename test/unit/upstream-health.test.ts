@@ -25,3 +25,25 @@ describe('upstream health', () => {
     assert.equal(health.down, false);
   });
 });
+
+describe('upstream health with timeouts.upstreamBackoff', () => {
+  it('pauses for the configured first pause, doubling up to 12 times it', () => {
+    let now = 0;
+    const health = new UpstreamHealth(() => now, 200);
+    health.failed('refused');
+    now = 199;
+    assert.equal(health.down, true);
+    now = 201;
+    assert.equal(health.down, false, 'the first pause is the configured 200 ms');
+    health.failed('refused');
+    now += 399;
+    assert.equal(health.down, true, 'the second is 400 ms');
+    now += 2;
+    assert.equal(health.down, false);
+    for (let i = 0; i < 10; i++) health.failed('refused');
+    now += 2_399;
+    assert.equal(health.down, true, 'capped at 12 × 200 ms');
+    now += 2;
+    assert.equal(health.down, false);
+  });
+});
