@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import pino from 'pino';
-import { buildArchway } from './app.ts';
+import { buildArchway } from './server.ts';
 import { verifyCache } from './cli/cache-verify.ts';
 import { adminTarget } from './cli/admin-client.ts';
 import { cacheStatsCommand, prefetchCommand, purgeCommand } from './cli/admin-commands.ts';

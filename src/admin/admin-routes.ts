@@ -9,7 +9,7 @@ import type { ManifestService } from '../registry/manifest-service.ts';
 import type { Route, Router } from '../routing/router.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
-import type { VirtualImages } from '../virtual/virtual-images.ts';
+import type { VirtualCatalog } from '../virtual/virtual-catalog.ts';
 import type { AdminGuard } from './admin-guard.ts';
 import type { CacheInventory } from './cache-inventory.ts';
 import type { PrefetchJobs } from './prefetch.ts';
@@ -24,8 +24,8 @@ export interface AdminServices {
   manifests: ManifestService;
   blobs: BlobService;
   blobStore: BlobStore;
-  virtualImages: VirtualImages;
-  virtuals: VirtualImageService;
+  virtualCatalog: VirtualCatalog;
+  virtualImages: VirtualImageService;
   inventory: CacheInventory;
   jobs: PrefetchJobs;
   traffic: TrafficStats;
@@ -120,13 +120,13 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
       }
       const platforms = body.data.platforms === 'all' ? 'all' : body.data.platforms.map((p) => formatPlatform(parsePlatformOrThrow(p)));
       const { route, reference } = target(s.router, body.data.image);
-      const virtual = s.virtualImages.match(route);
+      const virtual = s.virtualCatalog.match(route);
       const job = s.jobs.start({
         image: body.data.image,
         reference: reference ?? { kind: 'tag', tag: 'latest' },
         route,
-        source: virtual ? s.virtuals.source(virtual) : s.manifests.source(route),
-        blobRoute: async (digest) => (virtual ? s.virtuals.blobRoute(virtual, digest) : route),
+        source: virtual ? s.virtualImages.source(virtual) : s.manifests.source(route),
+        blobRoute: async (digest) => (virtual ? s.virtualImages.blobRoute(virtual, digest) : route),
         platforms,
       });
       return reply.code(202).header('location', `/_archway/jobs/${job.id}`).send(job);

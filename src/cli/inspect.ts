@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { request } from 'undici';
-import { buildArchway } from '../app.ts';
+import { parseImageReference } from '../oci/image-reference.ts';
+import { RegistryError } from '../errors.ts';
+import { createServices, type Services } from '../services.ts';
 import type { Config } from '../config/schema.ts';
 import type { CachedState, PlatformReport, PlatformRow } from '../inspect/platform-inspector.ts';
 import type { Digest } from '../oci/digest.ts';
@@ -38,14 +40,12 @@ export async function inspectImage(config: Readonly<Config>, opts: InspectOption
   const scratch = await mkdtemp(join(tmpdir(), 'archway-inspect-'));
   // Client authentication is for remote callers; this process is the operator's own. Its cache is
   // throw-away and local: never the shared bucket or Redis of a running deployment.
-  const archway = await buildArchway(
+  const services = await createServices(
     { ...config, auth: undefined, redis: undefined, storage: { type: 'filesystem' }, cache: { ...config.cache, dir: scratch } },
     { logger: pino({ level: 'silent' }) },
   );
   try {
-    const res = await archway.app.inject({ method: 'GET', url: path });
-    if (res.statusCode !== 200) throw new Error(`${res.statusCode}: ${errorText(res.body)}`);
-    const report = JSON.parse(res.body) as PlatformReport;
+    const report = await inspectWith(services, opts.image);
     const bucket = config.storage.type === 's3' && config.storage.s3 ? new S3Bucket(config.storage.s3) : undefined;
     const present = bucket
       ? async (digest: Digest) => (await bucket.size(blobObjectKey(digest))) !== undefined
@@ -57,8 +57,21 @@ export async function inspectImage(config: Readonly<Config>, opts: InspectOption
     }
     return report;
   } finally {
-    await archway.close();
+    await services.close();
     await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** What GET /_archway/platforms/<image> answers, asked of the services directly. */
+async function inspectWith(services: Services, image: string): Promise<PlatformReport> {
+  try {
+    const { name, reference } = parseImageReference(image);
+    const route = services.router.resolve(name);
+    return await services.inspector.inspect({ image, reference, route, virtual: services.virtualCatalog.match(route) });
+  } catch (err) {
+    // As the endpoint would answer it, the spec's code with its message.
+    if (err instanceof RegistryError) throw new Error(`${err.status}: ${err.code}: ${err.message}`);
+    throw err;
   }
 }
 

@@ -1,6 +1,6 @@
 import { denied, type Principal } from '../access/client-auth.ts';
 import type { Route } from '../routing/router.ts';
-import type { VirtualImage } from '../virtual/virtual-images.ts';
+import type { VirtualImage } from '../virtual/virtual-catalog.ts';
 
 /**
  * May `principal` pull `name` (routed to `route`)? Under a virtual name the

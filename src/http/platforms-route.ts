@@ -4,7 +4,7 @@ import { parseImageReference } from '../oci/image-reference.ts';
 import type { PlatformInspector } from '../inspect/platform-inspector.ts';
 import type { Router } from '../routing/router.ts';
 import { checkGrants } from './grants.ts';
-import type { VirtualImages } from '../virtual/virtual-images.ts';
+import type { VirtualCatalog } from '../virtual/virtual-catalog.ts';
 
 function decodeName(raw: string): string {
   try {
@@ -22,14 +22,14 @@ export const PLATFORMS_ROUTE = '/_archway/platforms/*';
  * prefixes route as on /v2): every platform the image offers, as JSON (what
  * `archway inspect` prints). Errors use the registry's error envelope.
  */
-export function registerPlatformsRoute(app: FastifyInstance, services: { router: Router; virtualImages: VirtualImages; inspector: PlatformInspector }): void {
+export function registerPlatformsRoute(app: FastifyInstance, services: { router: Router; virtualCatalog: VirtualCatalog; inspector: PlatformInspector }): void {
   app.get(PLATFORMS_ROUTE, async (request, reply) => {
     request.archway.route = 'platforms';
     const [path = '', query = ''] = request.url.split('?');
     const image = decodeName(path.slice('/_archway/platforms/'.length));
     const { name, reference } = parseImageReference(image);
     const route = services.router.resolve(name, new URLSearchParams(query).get('ns') ?? undefined);
-    const virtual = services.virtualImages.match(route);
+    const virtual = services.virtualCatalog.match(route);
     checkGrants(request.principal, name, route, virtual);
     const report = await services.inspector.inspect({ image, reference, route, virtual });
     return reply.header('cache-control', 'no-store').send(report);

@@ -5,7 +5,7 @@ import type { BlobService } from '../registry/blob-service.ts';
 import { isDirectBody } from '../store/blob-store.ts';
 import type { ManifestService, ManifestSource } from '../registry/manifest-service.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
-import type { VirtualImage, VirtualImages } from '../virtual/virtual-images.ts';
+import type { VirtualImage, VirtualCatalog } from '../virtual/virtual-catalog.ts';
 import { formatPlatform } from '../platform/platform.ts';
 import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
@@ -20,8 +20,8 @@ export interface V2Services {
   manifests: ManifestService;
   blobs: BlobService;
   platforms: PlatformPolicy;
-  virtualImages: VirtualImages;
-  virtuals: VirtualImageService;
+  virtualCatalog: VirtualCatalog;
+  virtualImages: VirtualImageService;
 }
 
 /** How long a refused write may take to send the body archway throws away. */
@@ -57,7 +57,7 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
     const ns = new URLSearchParams(query).get('ns') ?? undefined;
     const resolve = (name: string) => {
       const route = services.router.resolve(name, ns);
-      checkGrants(request.principal, name, route, services.virtualImages.match(route));
+      checkGrants(request.principal, name, route, services.virtualCatalog.match(route));
       // Echoed only once it names a configured registry (never arbitrary client text in a header).
       if (ns !== undefined) reply.header('oci-namespace', ns);
       request.archway.repository = `${route.upstream.name}/${route.repository}`;
@@ -67,16 +67,16 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
     if (target.endpoint === 'base') return reply.header('content-type', 'application/json').send({});
     const route = resolve(target.name);
     // A virtual image (config `virtual`) is answered from its members' repositories.
-    const virtual = services.virtualImages.match(route);
+    const virtual = services.virtualCatalog.match(route);
     switch (target.endpoint) {
       case 'manifest': {
-        const source = virtual ? services.virtuals.source(virtual) : services.manifests.source(route);
+        const source = virtual ? services.virtualImages.source(virtual) : services.manifests.source(route);
         return manifest(request, reply, services, route, source, target.name, target.reference);
       }
       case 'blob':
-        return blob(request, reply, services, virtual ? await services.virtuals.blobRoute(virtual, target.digest) : route, target.digest);
+        return blob(request, reply, services, virtual ? await services.virtualImages.blobRoute(virtual, target.digest) : route, target.digest);
       case 'tags':
-        if (virtual) return virtualTags(reply, services.virtuals, virtual, target.name, new URLSearchParams(query));
+        if (virtual) return virtualTags(reply, services.virtualImages, virtual, target.name, new URLSearchParams(query));
         return tags(reply, route, target.name, upstreamQuery(query), ns);
       case 'referrers':
         // Nothing refers to an index archway made; members' referrers live under their own names.
@@ -171,9 +171,9 @@ async function tags(reply: FastifyReply, route: Route, name: string, query: stri
   return reply.code(res.status).header('content-type', 'application/json').send(withClientName(res.body, route.repository, name));
 }
 
-async function virtualTags(reply: FastifyReply, virtuals: VirtualImageService, image: VirtualImage, name: string, query: URLSearchParams) {
+async function virtualTags(reply: FastifyReply, virtualImages: VirtualImageService, image: VirtualImage, name: string, query: URLSearchParams) {
   reply.request.archway.outcome = 'pass';
-  return reply.header('content-type', 'application/json').send({ name, tags: await virtuals.tags(image, query) });
+  return reply.header('content-type', 'application/json').send({ name, tags: await virtualImages.tags(image, query) });
 }
 
 async function referrers(reply: FastifyReply, route: Route, digest: Parameters<BlobService['get']>[1], query: string) {

@@ -11,7 +11,7 @@ import type { BlobStore } from '../store/blob-store.ts';
 import { readLimitedBuffer } from '../upstream/body.ts';
 import { FAN_OUT, mapLimit } from '../util/bounded-map.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
-import type { VirtualImage } from '../virtual/virtual-images.ts';
+import type { VirtualImage } from '../virtual/virtual-catalog.ts';
 
 export type CachedState = 'yes' | 'partial' | 'no';
 
@@ -65,14 +65,14 @@ export interface InspectTarget {
 export class PlatformInspector {
   constructor(
     private readonly manifests: ManifestService,
-    private readonly virtuals: VirtualImageService,
+    private readonly virtualImages: VirtualImageService,
     private readonly blobs: BlobService,
     private readonly store: BlobStore,
   ) {}
 
   async inspect(target: InspectTarget): Promise<PlatformReport> {
     const { route, virtual } = target;
-    const source: ManifestSource = virtual ? this.virtuals.source(virtual) : this.manifests.source(route);
+    const source: ManifestSource = virtual ? this.virtualImages.source(virtual) : this.manifests.source(route);
     const top = (await this.manifests.get(source, target.reference, ACCEPT_ALL_MANIFESTS, AS_PUBLISHED)).manifest;
     const report: PlatformReport = {
       image: target.image,
@@ -87,7 +87,7 @@ export class PlatformInspector {
     if (!isIndexMediaType(top.mediaType)) {
       const parts = parseImageManifest(top.bytes);
       // Under a virtual name, a member's manifest: its config lives in the member's repository.
-      const member = virtual ? await this.virtuals.memberOf(virtual, top.digest) : undefined;
+      const member = virtual ? await this.virtualImages.memberOf(virtual, top.digest) : undefined;
       const platform = parts.config ? await this.configPlatform(member ?? route, parts.config.digest) : undefined;
       const row = await this.row(platform, top.digest, top.mediaType, top.bytes);
       if (member) row.member = `${member.upstream.name}/${member.repository}`;
@@ -101,7 +101,7 @@ export class PlatformInspector {
       const child = (await source.digest(entry.digest)).manifest;
       const row = await this.row(entry.platform, child.digest, child.mediaType, child.bytes);
       if (virtual) {
-        const member = await this.virtuals.memberOf(virtual, entry.digest);
+        const member = await this.virtualImages.memberOf(virtual, entry.digest);
         if (member) row.member = `${member.upstream.name}/${member.repository}`;
       }
       return row;

@@ -1,7 +1,7 @@
 import type { Digest } from '../oci/digest.ts';
 import type { ConfirmationStore } from '../store/confirmation-store.ts';
 import type { StorageHealth } from '../store/storage-health.ts';
-import type { VirtualImage, VirtualMember } from './virtual-images.ts';
+import type { VirtualImage, VirtualMember } from './virtual-catalog.ts';
 
 /** Confirmation-store namespace of provenance records (not a registry host: cannot clash with one). */
 const PROVENANCE = '\0virtual';

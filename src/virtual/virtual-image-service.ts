@@ -12,7 +12,7 @@ import type { Route } from '../routing/router.ts';
 import { FAN_OUT, mapLimitSettled } from '../util/bounded-map.ts';
 import { assembleIndex, indexFormatFor } from './assemble.ts';
 import type { VirtualProvenance } from './provenance.ts';
-import type { VirtualImage, VirtualMember } from './virtual-images.ts';
+import type { VirtualImage, VirtualMember } from './virtual-catalog.ts';
 
 /**
  * Manifest store key of the indexes archway assembles for one virtual name (not

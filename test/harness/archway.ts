@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { Agent } from 'undici';
-import { buildArchway, type Archway } from '../../src/app.ts';
+import { buildArchway, type Archway } from '../../src/server.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import type { ConfigInput } from '../../src/config/schema.ts';
 import { scrapeMetric } from './metrics.ts';

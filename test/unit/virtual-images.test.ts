@@ -9,7 +9,7 @@ import { MediaType } from '../../src/oci/media-types.ts';
 import { Router } from '../../src/routing/router.ts';
 import type { Upstream } from '../../src/upstream/upstream.ts';
 import { assembleIndex, indexFormatFor } from '../../src/virtual/assemble.ts';
-import { VirtualImages } from '../../src/virtual/virtual-images.ts';
+import { VirtualCatalog } from '../../src/virtual/virtual-catalog.ts';
 
 const client = (name: string) => ({ name }) as Upstream;
 
@@ -26,7 +26,7 @@ function setUp(virtual: ConfigInput['virtual']) {
     ]),
     'docker.io',
   );
-  const images = new VirtualImages(config.virtual, config.defaultUpstream, router);
+  const images = new VirtualCatalog(config.virtual, config.defaultUpstream, router);
   /** The members of what the request names, as `platform=upstream/repository`, or undefined when it is no virtual image. */
   const members = (name: string, ns?: string) =>
     images.match(router.resolve(name, ns))?.members.map((m) => `${m.key}=${m.route.upstream.name}/${m.route.repository}`);

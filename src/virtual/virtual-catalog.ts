@@ -44,7 +44,7 @@ interface Definition {
  * prefix are the same virtual image; the same name on another registry is
  * that registry's repository.
  */
-export class VirtualImages {
+export class VirtualCatalog {
   private readonly definitions: Definition[];
   /** Resolved images by home and repository (templates make one per name). */
   private readonly resolved = new LRUCache<string, VirtualImage>({ max: 10_000 });
