@@ -53,11 +53,6 @@ export class RegistryError extends Error {
   }
 }
 
-/** archway's own disk failed (full, removed, unwritable): not the client's fault, not the upstream's. */
-export function storageFailure(cause: unknown): RegistryError {
-  return new RegistryError('UNKNOWN', 'cache storage failed', { cause });
-}
-
 export function shuttingDown(): RegistryError {
   return new RegistryError('UNAVAILABLE', 'archway is shutting down');
 }

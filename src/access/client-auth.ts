@@ -1,4 +1,5 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { sha256 } from '../util/hash.ts';
 import bcrypt from 'bcryptjs';
 import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../errors.ts';
@@ -154,7 +155,7 @@ export class ClientAuth {
 }
 
 /** `library/*` → `docker.io/library/*` (the default upstream); `ghcr.io/org/**` and `**` stay as they are. */
-export function qualify(pattern: string, defaultUpstream: string): string {
+function qualify(pattern: string, defaultUpstream: string): string {
   const first = pattern.split('/')[0] ?? '';
   if (first === '**' || first.includes('.') || first.includes(':') || first === 'localhost') return pattern;
   return `${defaultUpstream}/${pattern}`;
@@ -170,6 +171,3 @@ export function denied(name: string): RegistryError {
   return new RegistryError('DENIED', `not allowed to pull ${name}`, { detail: { name } });
 }
 
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}

@@ -1,4 +1,5 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { sha256 } from '../util/hash.ts';
 import { RegistryError } from '../errors.ts';
 
 /**
@@ -29,6 +30,3 @@ export class AdminGuard {
   }
 }
 
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s).digest();
-}

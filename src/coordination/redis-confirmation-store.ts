@@ -1,8 +1,7 @@
-import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
-import type { ConfirmationStore } from '../store/confirmation-store.ts';
+import { confirmationKey, type ConfirmationStore } from '../store/confirmation-store.ts';
 
 const PREFIX = 'confirm:';
 const RECORD_TTL_SECONDS = 30 * 24 * 3600;
@@ -40,6 +39,6 @@ export class RedisConfirmationStore implements ConfirmationStore {
   }
 
   private key(upstream: string, repository: string, digest: Digest): string {
-    return createHash('sha256').update(`${upstream}\n${repository}\n${digest}`).digest('hex');
+    return confirmationKey(upstream, repository, digest);
   }
 }

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { LRUCache } from 'lru-cache';
-import type { TagEntry, TagRecord, TagStore } from '../store/tag-store.ts';
+import { tagKey, type TagEntry, type TagRecord, type TagStore } from '../store/tag-store.ts';
 
 /** Tag records are kept this long after their last confirmation (they serve stale answers meanwhile). */
 const RECORD_TTL_SECONDS = 30 * 24 * 3600;
@@ -64,6 +64,3 @@ export class RedisTagStore implements TagStore {
   }
 }
 
-function tagKey(upstream: string, repository: string, tag: string): string {
-  return `${upstream}\n${repository}\n${tag}`;
-}

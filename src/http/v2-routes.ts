@@ -10,6 +10,7 @@ import { formatPlatform } from '../platform/platform.ts';
 import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
 import { checkGrants } from './grants.ts';
+import { firstHeader } from '../util/headers.ts';
 import { rewriteLink } from './link.ts';
 import { parseRange } from './range.ts';
 import { sendDirect } from './send-direct.ts';
@@ -182,7 +183,7 @@ async function referrers(reply: FastifyReply, route: Route, digest: Parameters<B
   reply.header('content-type', 'application/vnd.oci.image.index.v1+json');
   // The spec forbids 404 here: a registry without referrers answers an empty index.
   if (!res) return reply.send(EMPTY_INDEX);
-  const filters = headerValue(res.headers['oci-filters-applied']);
+  const filters = firstHeader(res.headers['oci-filters-applied']);
   if (filters) reply.header('oci-filters-applied', filters);
   return reply.send(res.body);
 }
@@ -255,6 +256,3 @@ function splitUrl(url: string): [string, string] {
   return i < 0 ? [url, ''] : [url.slice(0, i), url.slice(i)];
 }
 
-function headerValue(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
-}

@@ -58,4 +58,3 @@ export function samePlatform(a: Platform, b: Platform): boolean {
   return x.os === y.os && x.architecture === y.architecture && (x.variant ?? '') === (y.variant ?? '');
 }
 
-export const LINUX_AMD64: Platform = { os: 'linux', architecture: 'amd64' };

@@ -50,6 +50,11 @@ export class FsConfirmationStore implements ConfirmationStore {
   }
 
   private key(upstream: string, repository: string, digest: Digest): string {
-    return createHash('sha256').update(`${upstream}\n${repository}\n${digest}`).digest('hex');
+    return confirmationKey(upstream, repository, digest);
   }
+}
+
+/** The name of a confirmation in every confirmation store: a hash, so repository names of any length fit. */
+export function confirmationKey(upstream: string, repository: string, digest: Digest): string {
+  return createHash('sha256').update(`${upstream}\n${repository}\n${digest}`).digest('hex');
 }

@@ -9,7 +9,7 @@ import { LruIndex } from './lru-index.ts';
  * on disk (an empty confirmation or a 300-byte tag still costs a block and an
  * inode), so the charged total is never below what the directory holds.
  */
-export const RECORD_BLOCK_BYTES = 4096;
+const RECORD_BLOCK_BYTES = 4096;
 
 export interface DiskBudgetOptions {
   /** The cache directory: record keys are paths relative to it. */

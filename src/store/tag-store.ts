@@ -120,6 +120,7 @@ export class FsTagStore implements TagStore {
   }
 }
 
-function tagKey(upstream: string, repository: string, tag: string): string {
+/** The key of a tag record, in every tag store. */
+export function tagKey(upstream: string, repository: string, tag: string): string {
   return `${upstream}\n${repository}\n${tag}`;
 }

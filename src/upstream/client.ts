@@ -4,6 +4,7 @@ import { digestAlgorithm, digestOf, parseDigest, type Digest } from '../oci/dige
 import { manifestMediaType } from '../oci/manifest.ts';
 import { UPSTREAM_MANIFEST_ACCEPT } from '../oci/media-types.ts';
 import type { Metrics } from '../observability/metrics.ts';
+import { firstHeader } from '../util/headers.ts';
 import { UpstreamAuth, type Credentials } from './auth.ts';
 import { BodyTooLargeError, discardBody, readLimited, readLimitedBuffer } from './body.ts';
 import { badUpstream, isUpstreamOutage, isUpstreamWideFailure, upstreamStatusError, upstreamTransportError, type FetchKind } from './errors.ts';
@@ -11,7 +12,7 @@ import { UpstreamHealth } from './health.ts';
 import type { BlobResponse, FetchedManifest, ManifestHead, PassThroughResponse, Upstream } from './upstream.ts';
 
 /** The spec lets registries refuse manifests over 4 MiB; archway refuses to cache larger ones. */
-export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 const MAX_ERROR_BODY = 64 * 1024;
 const MAX_LIST_BODY = 16 * 1024 * 1024;
 
@@ -297,8 +298,7 @@ function isJsonObject(body: Buffer): boolean {
 }
 
 function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
-  const v = headers[name];
-  return Array.isArray(v) ? v[0] : v;
+  return firstHeader(headers[name]);
 }
 
 function safeDigest(s: string): Digest | undefined {

@@ -6,13 +6,13 @@
 // size is sampled all along and must stay within cache.maxSize.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { startArchwayProcess, type ArchwayProcess } from '../harness/archway-process.ts';
 import { sha256Digest } from '../harness/digest.ts';
+import { DirSampler, dirBytes } from '../harness/dir-size.ts';
 import { scrapeMetric } from '../harness/metrics.ts';
 import { startRunawayUpstream, type RunawayUpstream } from '../harness/runaway-upstream.ts';
 
@@ -22,34 +22,6 @@ const MAX_SIZE = 32 * MiB;
 let upstream: RunawayUpstream;
 let archway: ArchwayProcess;
 let sampler: DirSampler;
-
-/** The largest total of file sizes seen under a directory, sampled every few milliseconds. */
-class DirSampler {
-  max = 0;
-  private running = true;
-  private readonly done: Promise<void>;
-
-  constructor(private readonly dir: string) {
-    this.done = (async () => {
-      while (this.running) {
-        this.max = Math.max(this.max, await dirBytes(this.dir));
-        await sleep(10);
-      }
-    })();
-  }
-
-  async stop(): Promise<number> {
-    this.running = false;
-    await this.done;
-    return this.max;
-  }
-}
-
-async function dirBytes(dir: string): Promise<number> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  const sizes = await Promise.all(entries.filter((e) => e.isFile()).map((e) => stat(join(e.parentPath, e.name)).then((s) => s.size, () => 0)));
-  return sizes.reduce((a, b) => a + b, 0);
-}
 
 interface Received {
   status: number;
@@ -91,6 +63,18 @@ async function waitFor(what: string, condition: () => boolean | Promise<boolean>
 }
 
 /** A digest nobody can serve right: the bytes the upstream sends never match it. */
+/** An image manifest whose one layer is `digest`, `size` bytes long. */
+function imageManifestNaming(digest: string, size: number): Buffer {
+  return Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest('{}'), size: 2 },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size }],
+    }),
+  );
+}
+
 function someDigest(): string {
   return sha256Digest(randomBytes(16));
 }
@@ -143,14 +127,7 @@ describe('blob bodies are bounded by what archway knows of their size', () => {
   it('a body longer than the manifest that named the blob is cut at the manifest\'s size', async () => {
     const layer = randomBytes(1 * MiB);
     const digest = sha256Digest(layer);
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest('{}'), size: 2 },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: layer.length }],
-      }),
-    );
+    const manifest = imageManifestNaming(digest, layer.length);
     upstream.setManifest('team/longer', '1', manifest, 'application/vnd.oci.image.manifest.v1+json', sha256Digest(manifest));
     // The right bytes, and then some, without a Content-Length: only the manifest says where the blob ends.
     upstream.setBlob(digest, { kind: 'bytes', body: Buffer.concat([layer, randomBytes(4 * MiB)]), chunked: true });
@@ -167,14 +144,7 @@ describe('blob bodies are bounded by what archway knows of their size', () => {
   it('a Content-Length that disagrees with the manifest is refused before any byte: 502 naming the upstream', async () => {
     const layer = randomBytes(64 * 1024);
     const digest = sha256Digest(layer);
-    const manifest = Buffer.from(
-      JSON.stringify({
-        schemaVersion: 2,
-        mediaType: 'application/vnd.oci.image.manifest.v1+json',
-        config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256Digest('{}'), size: 2 },
-        layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest, size: layer.length }],
-      }),
-    );
+    const manifest = imageManifestNaming(digest, layer.length);
     upstream.setManifest('team/mismatch', '1', manifest, 'application/vnd.oci.image.manifest.v1+json', sha256Digest(manifest));
     upstream.setBlob(digest, { kind: 'bytes', body: Buffer.concat([layer, Buffer.alloc(10)]) });
     assert.equal((await get('/v2/team/mismatch/manifests/1')).status, 200);

@@ -4,13 +4,14 @@
 // are evicted by the same LRU. archway runs as its own process in front of
 // the real registry; the cache directory is sampled all along.
 import assert from 'node:assert/strict';
-import { access, readdir, stat } from 'node:fs/promises';
+import { access, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { startArchwayProcess, type ArchwayProcess } from '../harness/archway-process.ts';
 import { sha256Digest } from '../harness/digest.ts';
+import { DirSampler } from '../harness/dir-size.ts';
 import { ACCEPT, http } from '../harness/http.ts';
 import { buildImage, type BuiltImage } from '../harness/images.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
@@ -21,29 +22,15 @@ const MiB = 1024 * 1024;
 let work: string;
 let registry: RegistryHandle;
 
-async function dirBytes(dir: string): Promise<number> {
-  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
-  const sizes = await Promise.all(entries.filter((e) => e.isFile()).map((e) => stat(join(e.parentPath, e.name)).then((s) => s.size, () => 0)));
-  return sizes.reduce((a, b) => a + b, 0);
-}
-
 /** Runs `body` while sampling the directory's size; returns the largest seen. */
 async function largestDuring(dir: string, body: () => Promise<void>): Promise<number> {
-  let max = 0;
-  let running = true;
-  const sampling = (async () => {
-    while (running) {
-      max = Math.max(max, await dirBytes(dir));
-      await sleep(5);
-    }
-  })();
+  const sampler = new DirSampler(dir);
   try {
     await body();
   } finally {
-    running = false;
-    await sampling;
+    await sampler.stop();
   }
-  return Math.max(max, await dirBytes(dir));
+  return sampler.max;
 }
 
 async function image(name: string, seed: string, layerSizes: number[]): Promise<BuiltImage> {
