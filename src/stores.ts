@@ -53,13 +53,13 @@ export async function createStores(config: Readonly<Config>, logger: Logger, onE
         onDamaged,
       })
     : new FsBlobStore({ dir: config.cache.dir, maxSize: config.cache.maxSize, logger, onEvict, onDamaged });
-  // On one disk, manifests and tags count toward cache.maxSize beside the blobs, in one LRU.
+  // On one disk, manifests, tags and confirmations count toward cache.maxSize beside the blobs, in one LRU.
   const budget = blobs instanceof FsBlobStore ? blobs.budget : undefined;
   const stores: Stores = {
     blobs,
     manifests: bucket ? new S3ManifestStore(bucket) : new FsManifestStore(config.cache.dir, budget),
     tags: redis ? new RedisTagStore(redis) : new FsTagStore(config.cache.dir, budget),
-    confirmations: redis ? new RedisConfirmationStore(redis) : new FsConfirmationStore(config.cache.dir),
+    confirmations: redis ? new RedisConfirmationStore(redis) : new FsConfirmationStore(config.cache.dir, budget),
     // Leases only help when the blobs are shared: with a disk per replica, waiting for another's download gains nothing.
     coordinator: redis && config.redis && bucket ? new RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator(),
     close: async () => {

@@ -239,6 +239,8 @@ function upstreamQuery(query: string): string {
 
 function bodyDrained(body: NodeJS.ReadableStream & { readableEnded?: boolean }, timeoutMs: number): Promise<void> {
   if (body.readableEnded) return Promise.resolve();
+  // A request without a body runs no content parser: flowing, it ends at once.
+  body.resume();
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, timeoutMs);
     const done = () => {

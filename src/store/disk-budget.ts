@@ -48,6 +48,11 @@ export class DiskBudget {
   private evicting: Promise<void> | undefined;
   private evictAgain = false;
   private readonly recordListeners: Array<(key: string) => void> = [];
+  /**
+   * While start-up scans run: when each entry a scan found was last used (its
+   * file's time). Entries used since start are not here and rank newest.
+   */
+  private readonly scannedAt = new Map<string, number>();
 
   constructor(private readonly opts: DiskBudgetOptions) {}
 
@@ -77,7 +82,10 @@ export class DiskBudget {
     this.scans++;
     const done = scan.finally(() => {
       this.scans--;
-      if (this.scans === 0) void this.evict();
+      if (this.scans === 0) {
+        this.scannedAt.clear();
+        void this.evict();
+      }
     });
     this.scansDone = Promise.all([this.scansDone, done.catch(() => undefined)]).then(() => undefined);
   }
@@ -104,6 +112,7 @@ export class DiskBudget {
   /** Add or replace an entry as the most recently used, without evicting (the caller evicts). */
   set(key: string, size: number): void {
     this.forget(key);
+    this.scannedAt.delete(key);
     const charged = isRecordKey(key) ? chargeOfRecord(size) : size;
     if (isRecordKey(key)) {
       this.recordBytes += charged;
@@ -112,13 +121,25 @@ export class DiskBudget {
     this.index.set(key, charged);
   }
 
-  /** A scan's finding: added unless something newer already decided about the key. */
-  adopt(key: string, size: number): void {
-    if (!this.index.has(key)) this.set(key, size);
+  /**
+   * A scan's findings, with the time each was last used: added (unless
+   * something newer already decided about the key) and merged into one order
+   * with what the other scans found, by those times; whatever was used since
+   * start stays the most recent. So blobs, manifests and tags are evicted
+   * oldest first after a restart, whichever scan ended last.
+   */
+  offer(found: ReadonlyArray<{ key: string; size: number; usedAt: number }>): void {
+    for (const f of found) {
+      if (this.index.has(f.key)) continue;
+      this.set(f.key, f.size);
+      this.scannedAt.set(f.key, f.usedAt);
+    }
+    this.index.reorder((key) => this.scannedAt.get(key) ?? Infinity);
   }
 
   touch(key: string): void {
     this.index.touch(key);
+    this.scannedAt.delete(key);
   }
 
   forget(key: string): void {

@@ -105,14 +105,10 @@ export class FsBlobStore implements BlobStore {
         for (const entries of await Promise.all(batch)) found.push(...entries);
       }
     }
-    found.sort((a, b) => a.mtime - b.mtime);
     const seen = this.indexing.decidedKeys();
-    for (const f of found) {
-      // Looked up, committed or deleted while the scan ran: that is newer than what the scan saw.
-      if (!seen.has(f.digest)) this.budget.set(f.digest, f.size);
-    }
-    // Looked up during the scan, hence most recently used: keep them at the new end.
-    for (const digest of seen) this.budget.touch(digest);
+    // Looked up, committed or deleted while the scan ran: that is newer than what the scan saw
+    // (and what was looked up stays the most recently used).
+    this.budget.offer(found.filter((f) => !seen.has(f.digest)).map((f) => ({ key: f.digest, size: f.size, usedAt: f.mtime })));
   }
 
   private async scanShard(algorithm: string, shard: string): Promise<Array<{ digest: Digest; size: number; mtime: number }>> {

@@ -49,6 +49,17 @@ export class LruIndex<K> {
     return true;
   }
 
+  /**
+   * Put the entries in order of `rank` (lowest first: least recently used),
+   * keeping the present order among equal ranks. For merging start-up scans.
+   */
+  reorder(rank: (key: K) => number): void {
+    const ranked = [...this.sizes].map((entry, i) => ({ entry, rank: rank(entry[0]), i }));
+    ranked.sort((a, b) => (a.rank === b.rank ? a.i - b.i : a.rank < b.rank ? -1 : 1));
+    this.sizes.clear();
+    for (const { entry } of ranked) this.sizes.set(entry[0], entry[1]);
+  }
+
   /** A snapshot, least recently used first. */
   entries(): Array<[K, number]> {
     return [...this.sizes];

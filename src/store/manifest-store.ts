@@ -4,6 +4,7 @@ import { LRUCache } from 'lru-cache';
 import { atomicWrite } from './atomic-write.ts';
 import type { DiskBudget } from './disk-budget.ts';
 import { scanRecords } from './scan-records.ts';
+import { UseTimes } from './use-times.ts';
 import { digestAlgorithm, digestHex, digestOf, parseDigest, type Digest } from '../oci/digest.ts';
 
 export interface StoredManifest {
@@ -32,6 +33,7 @@ export interface ManifestStore {
 export class FsManifestStore implements ManifestStore {
   private readonly dir: string;
   private readonly tmpDir: string;
+  private readonly useTimes: UseTimes;
   /**
    * Hot manifests, verified once when read from disk: a warm tag costs no file
    * read or hash. Each with its file's key in the disk budget, touched on use.
@@ -48,6 +50,7 @@ export class FsManifestStore implements ManifestStore {
   ) {
     this.dir = join(cacheDir, 'manifests');
     this.tmpDir = join(cacheDir, 'tmp');
+    this.useTimes = new UseTimes(cacheDir);
   }
 
   async init(): Promise<void> {
@@ -67,13 +70,13 @@ export class FsManifestStore implements ManifestStore {
     const key = `${upstream}\n${digest}`;
     const hot = this.hot.get(key);
     if (hot) {
-      this.budget?.touch(hot.record);
+      this.used(hot.record);
       return hot.manifest;
     }
     const found = await this.readVerified(upstream, digest);
     if (found) {
       const record = this.record(upstream, digest);
-      this.budget?.touch(record);
+      this.used(record);
       this.hot.set(key, { manifest: found, record });
     }
     return found;
@@ -156,6 +159,13 @@ export class FsManifestStore implements ManifestStore {
 
   private path(upstream: string, digest: Digest): string {
     return join(this.cacheDir, this.record(upstream, digest));
+  }
+
+  /** A use: most recent in the budget, and (now and then) on disk, for the order after a restart. */
+  private used(record: string): void {
+    if (!this.budget) return;
+    this.budget.touch(record);
+    this.useTimes.used(record);
   }
 
   /** The file's path under the cache directory: its key in the disk budget. */

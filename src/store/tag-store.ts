@@ -6,6 +6,7 @@ import type { Digest } from '../oci/digest.ts';
 import { atomicWrite } from './atomic-write.ts';
 import type { DiskBudget } from './disk-budget.ts';
 import { scanRecords } from './scan-records.ts';
+import { UseTimes } from './use-times.ts';
 
 export interface TagRecord {
   digest: Digest;
@@ -41,6 +42,7 @@ export class FsTagStore implements TagStore {
   private readonly memory = new LRUCache<string, { record: TagRecord; file: string }>({ max: 50_000 });
   private readonly dir: string;
   private readonly tmpDir: string;
+  private readonly useTimes: UseTimes;
 
   /** `budget`: the cache directory's, which tag files count toward and are evicted by. */
   constructor(
@@ -49,6 +51,7 @@ export class FsTagStore implements TagStore {
   ) {
     this.dir = join(cacheDir, 'tags');
     this.tmpDir = join(cacheDir, 'tmp');
+    this.useTimes = new UseTimes(cacheDir);
   }
 
   async init(): Promise<void> {
@@ -62,7 +65,7 @@ export class FsTagStore implements TagStore {
     const inMemory = this.memory.get(key);
     if (inMemory) {
       // A tag that is used stays on disk (for stale serving after a restart) however long it stays hot.
-      this.budget?.touch(inMemory.file);
+      this.used(inMemory.file);
       return inMemory.record;
     }
     const file = this.file(key);
@@ -71,7 +74,7 @@ export class FsTagStore implements TagStore {
       if (saved.key !== key) return undefined;
       const record: TagRecord = { digest: saved.digest, mediaType: saved.mediaType, checkedAt: saved.checkedAt };
       this.memory.set(key, { record, file });
-      this.budget?.touch(file);
+      this.used(file);
       return record;
     } catch {
       return undefined;
@@ -112,6 +115,12 @@ export class FsTagStore implements TagStore {
       if (upstream === undefined || repository === undefined || tag === undefined) continue;
       yield { upstream, repository, tag, record: { digest: saved.digest, mediaType: saved.mediaType, checkedAt: saved.checkedAt } };
     }
+  }
+
+  private used(file: string): void {
+    if (!this.budget) return;
+    this.budget.touch(file);
+    this.useTimes.used(file);
   }
 
   /** The file's path under the cache directory: its key in the disk budget. */
