@@ -147,7 +147,12 @@ export class ScriptedUpstream implements Upstream {
   hang<M extends Method>(): Script<M> {
     return (call) =>
       new Promise<never>((_resolve, reject) => {
-        const fail = () => reject(upstreamTransportError(this.name, call.signal?.reason));
+        // A real request's socket keeps the process alive; AbortSignal.timeout's timer does not.
+        const socket = setInterval(() => undefined, 60_000);
+        const fail = () => {
+          clearInterval(socket);
+          reject(upstreamTransportError(this.name, call.signal?.reason));
+        };
         if (call.signal?.aborted) return fail();
         call.signal?.addEventListener('abort', fail, { once: true });
       });
