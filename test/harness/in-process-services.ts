@@ -100,14 +100,8 @@ export class InProcessServices {
     return { upstream, repository, via: 'default' };
   }
 
-  /** A counter's or gauge's value for exactly these labels (0 when never set). */
-  async metric(name: string, labels: Record<string, string> = {}): Promise<number> {
-    const metric = this.metrics.registry.getSingleMetric(name);
-    if (!metric) throw new Error(`no metric ${name}`);
-    const { values } = await metric.get();
-    const wanted = Object.entries(labels);
-    const sample = values.find((v) => wanted.every(([k, value]) => String(v.labels[k]) === value) && Object.keys(v.labels).length === wanted.length);
-    return sample?.value ?? 0;
+  metric(name: string, labels: Record<string, string> = {}): Promise<number> {
+    return metricValue(this.metrics, name, labels);
   }
 
   /** Files in the store's temp directory (fills under way, or left behind). */
@@ -147,4 +141,14 @@ export class Collected {
   bytes(): Buffer {
     return Buffer.concat(this.chunks);
   }
+}
+
+/** A counter's or gauge's value for exactly these labels (0 when never counted), read from the registry without HTTP. */
+export async function metricValue(metrics: Metrics, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const metric = metrics.registry.getSingleMetric(name);
+  if (!metric) throw new Error(`no metric ${name}`);
+  const { values } = await metric.get();
+  const wanted = Object.entries(labels);
+  const sample = values.find((v) => Object.keys(v.labels).length === wanted.length && wanted.every(([k, value]) => String(v.labels[k]) === value));
+  return sample?.value ?? 0;
 }
