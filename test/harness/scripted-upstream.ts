@@ -12,6 +12,9 @@ import { isUpstreamOutage, isUpstreamWideFailure, upstreamStatusError, upstreamT
 import { UpstreamHealth } from '../../src/upstream/health.ts';
 import type { BlobResponse, FetchedManifest, ManifestHead, PassThroughResponse, Upstream } from '../../src/upstream/upstream.ts';
 
+/** How long `hang` waits for the caller's deadline before it gives up. */
+const HANG_LIMIT_MS = 5_000;
+
 export type Method = 'getManifest' | 'headManifest' | 'getBlob' | 'headBlob' | 'listTags' | 'referrers';
 
 export interface Call {
@@ -147,10 +150,11 @@ export class ScriptedUpstream implements Upstream {
   hang<M extends Method>(): Script<M> {
     return (call) =>
       new Promise<never>((_resolve, reject) => {
-        // A real request's socket keeps the process alive; AbortSignal.timeout's timer does not.
-        const socket = setInterval(() => undefined, 60_000);
+        // A real request's socket keeps the process alive (AbortSignal.timeout's timer does not),
+        // and a caller that set no deadline fails the test here instead of hanging it.
+        const socket = setTimeout(() => reject(new Error(`scripted ${call.method} hung ${HANG_LIMIT_MS} ms: the caller set no deadline`)), HANG_LIMIT_MS);
         const fail = () => {
-          clearInterval(socket);
+          clearTimeout(socket);
           reject(upstreamTransportError(this.name, call.signal?.reason));
         };
         if (call.signal?.aborted) return fail();

@@ -28,7 +28,7 @@ async function failureOf(p: Promise<unknown>): Promise<RegistryError> {
   return err;
 }
 
-describe('blob fills in-process', () => {
+describe('blob fills in-process', { timeout: 10_000 }, () => {
   let s: InProcessServices;
   let upstream: ScriptedUpstream;
 

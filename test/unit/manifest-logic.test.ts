@@ -14,7 +14,7 @@ const TTL_MS = 60_000;
 const REVALIDATE_MS = 100;
 const REPOSITORY = 'team/app';
 
-describe('manifests in-process', () => {
+describe('manifests in-process', { timeout: 10_000 }, () => {
   let s: InProcessServices;
   let upstream: ScriptedUpstream;
 

@@ -46,7 +46,7 @@ interface Envelope {
   errors: Array<{ code: string; message: string; detail: unknown }>;
 }
 
-describe('/v2 routes through app.inject', () => {
+describe('/v2 routes through app.inject', { timeout: 10_000 }, () => {
   let upstream: Server;
   /** Requests the upstream received. */
   const seen: string[] = [];
