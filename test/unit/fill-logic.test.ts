@@ -147,6 +147,93 @@ describe('blob fills in-process', { timeout: 10_000 }, () => {
     });
   }
 
+  it('fails every reader when the upstream resets mid-body, and leaves nothing behind', async () => {
+    const bytes = deterministicBytes('reset', 60_000);
+    const digest = upstream.blob(bytes);
+    const controlled = scriptBody(bytes.length);
+    const route = s.route(upstream);
+    const readers = (await Promise.all([1, 2].map(() => s.blobs.get(route, digest, whole)))).map(body);
+    controlled.send(bytes.subarray(0, 20_000));
+    await waitFor(() => readers.every((r) => r.received === 19_999), soon('both readers to have what arrived'));
+    controlled.fail();
+    for (const reader of readers) {
+      const err = await failureOf(reader.done);
+      assert.equal(err.code, 'UNAVAILABLE');
+      assert.match(err.message, /unreachable \(ECONNRESET\)/);
+    }
+    await s.fills.settled(upstream.name, digest);
+    assert.equal(await s.blobStore.stat(digest), undefined);
+    assert.deepEqual(await s.tempFiles(), []);
+    assert.equal(s.fills.size, 0, 'no fill left running');
+  });
+
+  it('fails every waiting reader with the upstream’s 404, and asks again next time', async () => {
+    const digest = upstream.blob(Buffer.from('not there yet'));
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    upstream.next('getBlob', async () => {
+      await gate;
+      throw upstream.status('getBlob', 404);
+    });
+    const route = s.route(upstream);
+    const waiting = [1, 2, 3].map(() => s.blobs.get(route, digest, whole));
+    await waitFor(() => upstream.count('getBlob') === 1, soon('the one download to start'));
+    release();
+    for (const answer of waiting) assert.equal((await failureOf(answer)).code, 'BLOB_UNKNOWN');
+    assert.equal(upstream.count('getBlob'), 1, 'one upstream request for the three');
+    assert.equal(s.fills.get(upstream.name, digest), undefined, 'the failed fill is not joinable');
+    // The upstream has it now: the next request fetches it.
+    assert.equal((await body(await s.blobs.get(route, digest, whole)).done).toString(), 'not there yet');
+    assert.equal(upstream.count('getBlob'), 2);
+  });
+
+  it('answers a HEAD during a fill from the fill, without asking the upstream', async () => {
+    const bytes = deterministicBytes('head-during-fill', 20_000);
+    const digest = upstream.blob(bytes);
+    const controlled = scriptBody(bytes.length);
+    const route = s.route(upstream);
+    const reader = body(await s.blobs.get(route, digest, whole));
+    const head = await s.blobs.head(route, digest);
+    assert.deepEqual(head, { size: bytes.length, outcome: 'coalesced' });
+    assert.equal(upstream.count('headBlob'), 0);
+    controlled.send(bytes);
+    controlled.finish();
+    await reader.done;
+    await s.fills.settled(upstream.name, digest);
+    assert.deepEqual(await s.blobs.head(route, digest), { size: bytes.length, outcome: 'hit' });
+    assert.equal(upstream.count('headBlob'), 0);
+  });
+
+  it('lets a reader of another repository join a private fill only once the upstream confirms it there', async () => {
+    const privateUpstream = new ScriptedUpstream({ name: 'private.example', isolated: true });
+    const bytes = deterministicBytes('private', 30_000);
+    const digest = privateUpstream.blob(bytes);
+    const controlled = new ControlledBody();
+    privateUpstream.next('getBlob', () => ({ size: bytes.length, body: controlled }));
+    const owner = body(await s.blobs.get(s.route(privateUpstream, 'team/secret'), digest, whole));
+    controlled.send(bytes.subarray(0, 10_000));
+    await waitFor(() => owner.received === 9_999, soon('the first reader to read a part'));
+
+    // Another repository whose upstream says it does not have the blob: refused, the fill goes on.
+    privateUpstream.next('headBlob', () => {
+      throw privateUpstream.status('headBlob', 404);
+    });
+    assert.equal((await failureOf(s.blobs.get(s.route(privateUpstream, 'other/repo'), digest, whole))).code, 'BLOB_UNKNOWN');
+    // One that has it: confirmed with a HEAD in that repository, then it joins.
+    const joined = await s.blobs.get(s.route(privateUpstream, 'team/also'), digest, whole);
+    assert.equal(joined.outcome, 'coalesced');
+    assert.deepEqual(
+      privateUpstream.calls.filter((c) => c.method === 'headBlob').map((c) => c.repository),
+      ['other/repo', 'team/also'],
+    );
+    const second = body(joined);
+    controlled.send(bytes.subarray(10_000));
+    controlled.finish();
+    assert.ok((await owner.done).equals(bytes));
+    assert.ok((await second.done).equals(bytes));
+    assert.equal(privateUpstream.count('getBlob'), 1);
+  });
+
   it('lets the others finish when a follower leaves', async () => {
     const bytes = deterministicBytes('leaver', 150_000);
     const digest = upstream.blob(bytes);
