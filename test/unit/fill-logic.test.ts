@@ -176,10 +176,11 @@ describe('blob fills in-process', { timeout: 10_000 }, () => {
       throw upstream.status('getBlob', 404);
     });
     const route = s.route(upstream);
-    const waiting = [1, 2, 3].map(() => s.blobs.get(route, digest, whole));
+    // Each failure is caught from the start: they all reject at once.
+    const failures = [1, 2, 3].map(() => failureOf(s.blobs.get(route, digest, whole)));
     await waitFor(() => upstream.count('getBlob') === 1, soon('the one download to start'));
     release();
-    for (const answer of waiting) assert.equal((await failureOf(answer)).code, 'BLOB_UNKNOWN');
+    for (const err of await Promise.all(failures)) assert.equal(err.code, 'BLOB_UNKNOWN');
     assert.equal(upstream.count('getBlob'), 1, 'one upstream request for the three');
     assert.equal(s.fills.get(upstream.name, digest), undefined, 'the failed fill is not joinable');
     // The upstream has it now: the next request fetches it.
