@@ -44,6 +44,13 @@ export type Script<M extends Method> = (call: Call) => Results[M] | Promise<Resu
  * whether archway let go of it (consumed to the end, or cut).
  */
 export class ControlledBody extends Readable {
+  /**
+   * Stands for the connection, which keeps a process alive while a body is
+   * open (archway's own body deadline is an unref'd timer); a body nobody
+   * finishes or lets go of fails after HANG_LIMIT_MS instead of hanging the test.
+   */
+  private readonly socket = setTimeout(() => this.destroy(new Error(`scripted body left open for ${HANG_LIMIT_MS} ms`)), HANG_LIMIT_MS);
+
   constructor() {
     super({ highWaterMark: 64 * 1024 });
   }
@@ -52,12 +59,18 @@ export class ControlledBody extends Readable {
     // Bytes come only when the test sends them.
   }
 
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    clearTimeout(this.socket);
+    cb(err);
+  }
+
   send(chunk: Buffer | string): this {
     this.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
     return this;
   }
 
   finish(): void {
+    clearTimeout(this.socket);
     this.push(null);
   }
 

@@ -311,6 +311,40 @@ describe('blob fills in-process', { timeout: 10_000 }, () => {
     assert.equal(await s.metric('archway_blob_fill_aborts_total', { reason: 'too-long' }), 1);
   });
 
+  it('cuts a trickle at the body deadline (timeouts.body), and lets go of the upstream', async () => {
+    await s.close();
+    s = await InProcessServices.start({ limits: { bodyFloorMs: 150, bodyMinRate: 1024 ** 3 } });
+    const bytes = deterministicBytes('trickle', 10_000);
+    const digest = upstream.blob(bytes);
+    const controlled = scriptBody(bytes.length);
+    const reader = body(await s.blobs.get(s.route(upstream), digest, whole));
+    controlled.send(bytes.subarray(0, 100));
+    const err = await failureOf(reader.done);
+    assert.equal(err.status, 502);
+    assert.match(err.message, /body too slow/);
+    await waitFor(() => controlled.destroyed, soon('the upstream body to be let go'));
+    await s.fills.settled(upstream.name, digest);
+    assert.equal(await s.metric('archway_blob_fill_aborts_total', { reason: 'deadline' }), 1);
+    assert.deepEqual(await s.tempFiles(), []);
+  });
+
+  it('stops every fill at shutdown: its readers get UNAVAILABLE and nothing is cached', async () => {
+    const bytes = deterministicBytes('shutdown', 10_000);
+    const digest = upstream.blob(bytes);
+    const controlled = scriptBody(bytes.length);
+    const reader = body(await s.blobs.get(s.route(upstream), digest, whole));
+    controlled.send(bytes.subarray(0, 5_000));
+    await waitFor(() => reader.received === 4_999, soon('the reader to read a part'));
+    await s.fills.cancelAll();
+    const err = await failureOf(reader.done);
+    assert.equal(err.code, 'UNAVAILABLE');
+    assert.match(err.message, /shutting down/);
+    assert.ok(controlled.destroyed, 'the upstream request was aborted');
+    assert.equal(s.fills.size, 0);
+    assert.equal(await s.blobStore.stat(digest), undefined);
+    assert.deepEqual(await s.tempFiles(), []);
+  });
+
   it('cancels a fill left by its last reader beyond limits.backgroundFills, and lets the one within it finish', async () => {
     await s.close();
     s = await InProcessServices.start({ limits: { backgroundFills: 1 } });
