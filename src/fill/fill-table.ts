@@ -25,7 +25,8 @@ export type Acquired = { fill: BlobFill; joined: boolean } | 'elsewhere' | 'stor
  */
 export class FillTable {
   private readonly joinable = new Map<string, BlobFill>();
-  private readonly running = new Map<BlobFill, Promise<void>>();
+  /** Every fill running here (joinable or not), with its key and its end. */
+  private readonly running = new Map<BlobFill, { key: string; done: Promise<void> }>();
   /** Claims under way across replicas: requests of this process arriving meanwhile share them. */
   private readonly claims = new Map<string, Promise<Acquired>>();
   /** Fills of this process that relay without caching: still running, no longer joinable. */
@@ -85,8 +86,9 @@ export class FillTable {
 
   /** Resolves when this process's fill of the blob (if any) is over, committed or not. */
   async settled(upstream: string, digest: Digest): Promise<void> {
-    const fill = this.joinable.get(key(upstream, digest));
-    if (fill) await this.running.get(fill);
+    const k = key(upstream, digest);
+    // Joinable or not (relaying, stopped): every download of it here, cleanup included.
+    await Promise.all([...this.running.values()].filter((r) => r.key === k).map((r) => r.done));
   }
 
   waitElsewhere(upstream: string, digest: Digest): Promise<WaitOutcome> {
@@ -138,7 +140,7 @@ export class FillTable {
       // After the commit (an upload, for an object store): other replicas now find the blob stored.
       lease?.release();
     });
-    this.running.set(fill, done);
+    this.running.set(fill, { key: k, done });
     return fill;
   }
 
@@ -169,7 +171,7 @@ export class FillTable {
   /** Shutdown: stop every download and wait until each has cleaned up. */
   async cancelAll(): Promise<void> {
     for (const fill of this.running.keys()) fill.cancel();
-    await Promise.all([...this.running.values()]);
+    await Promise.all([...this.running.values()].map((r) => r.done));
   }
 }
 

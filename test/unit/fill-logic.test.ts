@@ -296,7 +296,7 @@ describe('blob fills in-process', { timeout: 10_000 }, () => {
     const bytes = deterministicBytes('too-long', 40_000);
     const digest = upstream.blob(bytes);
     // The manifest archway served names the blob with its true size.
-    s.sizes.learn(upstream.name, imageManifest([{ digest, size: bytes.length }]));
+    s.sizes.learn(upstream.name, 'team/app', imageManifest([{ digest, size: bytes.length }]));
     // Chunked: only the descriptor bounds the body.
     const controlled = scriptBody(undefined);
     const reader = body(await s.blobs.get(s.route(upstream), digest, whole));

@@ -170,13 +170,15 @@ describe('manifests in-process', { timeout: 10_000 }, () => {
     assert.equal(upstream.count('getManifest'), 1);
   });
 
-  it('learns the sizes a served manifest gives its blobs (the bound of their bodies)', async () => {
+  it('learns the sizes a served manifest gives its blobs (the bound of their bodies), per upstream and repository', async () => {
     const layer = Buffer.from('layer bytes');
     const digest = upstream.blob(layer);
     upstream.tag(REPOSITORY, 'latest', imageManifest([{ digest, size: layer.length }]));
-    assert.equal(s.sizes.sizeOf(upstream.name, digest), undefined);
+    assert.equal(s.sizes.sizeOf(upstream.name, REPOSITORY, digest), undefined);
     await byTag();
-    assert.equal(s.sizes.sizeOf(upstream.name, digest), layer.length);
-    assert.equal(s.sizes.sizeOf('another.example', digest), undefined, 'per upstream');
+    assert.equal(s.sizes.sizeOf(upstream.name, REPOSITORY, digest), layer.length);
+    assert.equal(s.sizes.sizeOf('another.example', REPOSITORY, digest), undefined, 'per upstream');
+    // What one repository's manifest says binds no other repository's blobs (anyone may push a manifest).
+    assert.equal(s.sizes.sizeOf(upstream.name, 'someone/else', digest), undefined, 'per repository');
   });
 });

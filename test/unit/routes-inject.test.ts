@@ -8,7 +8,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import pino from 'pino';
-import { buildArchway, type Archway } from '../../src/app.ts';
+import type { FastifyInstance } from 'fastify';
+import { createHttpApp } from '../../src/app.ts';
+import { createServices, type Services } from '../../src/services.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { metricValue } from '../harness/in-process-services.ts';
@@ -51,7 +53,9 @@ describe('/v2 routes through app.inject', { timeout: 10_000 }, () => {
   /** Requests the upstream received. */
   const seen: string[] = [];
   let cacheDir: string;
-  let archway: Archway;
+  // The HTTP app over the services, with no listener: every request is injected.
+  let services: Services;
+  let app: FastifyInstance;
 
   before(async () => {
     upstream = tinyRegistry(seen);
@@ -64,16 +68,18 @@ describe('/v2 routes through app.inject', { timeout: 10_000 }, () => {
       defaultUpstream: UPSTREAM,
       timeouts: { connect: '2s', headers: '5s', bodyIdle: '5s' },
     });
-    archway = await buildArchway(config, { logger: pino({ level: 'silent' }) });
+    services = await createServices(config, { logger: pino({ level: 'silent' }) });
+    app = await createHttpApp(services);
   });
   after(async () => {
-    await archway.close();
+    await app.close();
+    await services.close();
     await new Promise<void>((resolve) => upstream.close(() => resolve()));
     await removeDir(cacheDir);
   });
 
   const inject = (method: 'GET' | 'HEAD' | 'PUT' | 'POST', url: string, headers: Record<string, string> = {}, payload?: string) =>
-    archway.app.inject({ method, url, headers, ...(payload === undefined ? {} : { payload }) });
+    app.inject({ method, url, headers, ...(payload === undefined ? {} : { payload }) });
 
   function assertEnvelope(res: Awaited<ReturnType<typeof inject>>, status: number, code: string): Envelope {
     assert.equal(res.statusCode, status, res.body);
@@ -154,7 +160,7 @@ describe('/v2 routes through app.inject', { timeout: 10_000 }, () => {
       assert.equal(res.headers['accept-ranges'], 'bytes');
       assert.equal(res.headers['docker-distribution-api-version'], 'registry/2.0');
       assert.ok(res.rawPayload.equals(BLOB.subarray(100, 1100)), `${expected}: the range's bytes`);
-      assert.equal(await metricValue(archway.metrics, 'archway_cache_lookups_total', { kind: 'blob', outcome: expected }), 1);
+      assert.equal(await metricValue(services.metrics, 'archway_cache_lookups_total', { kind: 'blob', outcome: expected }), 1);
       if (expected === 'miss') await waitCached();
     }
     assert.equal(seen.filter((r) => r === `GET /v2/${REPOSITORY}/blobs/${BLOB_DIGEST}`).length, 1, 'one download');
@@ -172,7 +178,7 @@ describe('/v2 routes through app.inject', { timeout: 10_000 }, () => {
 
   /** The fill of the first request is over (its blob committed): the next one is a hit. */
   const waitCached = () =>
-    waitFor(async () => (await metricValue(archway.metrics, 'archway_blob_fills_inflight')) === 0, {
+    waitFor(async () => (await metricValue(services.metrics, 'archway_blob_fills_inflight')) === 0, {
       timeoutMs: 2000,
       intervalMs: 2,
       description: 'the blob fill to end',
