@@ -1,5 +1,5 @@
 // `npm run bench:replicas -- --quick` inside npm test, so the harness behind
-// the README's replica figures cannot rot: three replicas sharing a bucket
+// docs/replicas.md's capacity figures cannot rot: three replicas sharing a bucket
 // and Redis fetch a cold blob once; three alone fetch it three times.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
