@@ -1,5 +1,6 @@
 import { errors as undiciErrors } from 'undici';
 import { RegistryError, type ErrorCode } from '../errors.ts';
+import { firstHeader } from '../util/headers.ts';
 import { AddressRefusedError } from './address-policy.ts';
 
 /** What was being fetched, to choose the right "unknown" code for a 404. */
@@ -34,8 +35,7 @@ export function upstreamStatusError(
   if (status === 401) return new RegistryError('UNAUTHORIZED', `upstream ${upstream} refused the credentials`, { detail: { upstream } });
   if (status === 403) return new RegistryError('DENIED', `upstream ${upstream} denied access`, { detail: { upstream } });
   if (status === 429) {
-    const retryAfter = headers['retry-after'];
-    const value = Array.isArray(retryAfter) ? retryAfter[0] : retryAfter;
+    const value = firstHeader(headers['retry-after']);
     return new RegistryError('TOOMANYREQUESTS', `upstream ${upstream} is rate limiting`, {
       detail: { upstream },
       headers: value ? { 'retry-after': value } : {},

@@ -12,6 +12,7 @@ import { request } from 'undici';
 import { startArchwayProcess, type ArchwayProcess } from '../harness/archway-process.ts';
 import { sha256Digest } from '../harness/digest.ts';
 import { DirSampler } from '../harness/dir-size.ts';
+import { scrapeMetric } from '../harness/metrics.ts';
 import { ACCEPT, http } from '../harness/http.ts';
 import { buildImage, type BuiltImage } from '../harness/images.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
@@ -65,12 +66,16 @@ describe('one budget for the whole cache directory', () => {
     const built = await image('team/fanout', 'budget-fanout', [5 * MiB, 5 * MiB, 5 * MiB, 5 * MiB]);
     const layers = built.manifests[0]!.layers;
     const bodies: Buffer[] = [];
+    let relaysBefore = 0;
     const max = await largestDuring(archway.cacheDir, async () => {
       // Four 5 MiB fills at once into a 12 MiB cache: two fit, the others make room or relay.
       bodies.push(...(await Promise.all(layers.map(async (l) => (await http(`${archway.url}/v2/team/fanout/blobs/${l.digest}`)).body))));
       // And again one by one: each evicts the least recently used to make room first.
+      relaysBefore = await scrapeMetric(archway.url, 'archway_blob_uncached_relays_total');
       for (const l of layers) bodies.push((await http(`${archway.url}/v2/team/fanout/blobs/${l.digest}`)).body);
     });
+    // One at a time, every fill found room by evicting: none gave up caching and relayed.
+    assert.equal(await scrapeMetric(archway.url, 'archway_blob_uncached_relays_total'), relaysBefore, 'no fill one by one was relayed uncached');
     for (const [i, body] of bodies.entries()) assert.equal(sha256Digest(body), layers[i % layers.length]!.digest, 'every client got the right bytes');
     assert.ok(max <= maxSize, `the cache directory held ${max} bytes at its largest (cache.maxSize ${maxSize})`);
     // Room was made by eviction, not by giving up caching: the last ones pulled are cached.

@@ -137,6 +137,17 @@ describe('configuration', () => {
     assert.throws(() => loadConfigFile(join(dir, 'alias.yaml')), (err: unknown) => err instanceof ConfigError && /is not valid YAML$/.test(err.message) && !err.message.includes(secret));
   });
 
+  it('a YAML syntax error stops start-up with exit code 2, its line and column, and nothing of the line', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'archway-config-'));
+    const file = join(dir, 'broken.yaml');
+    writeFileSync(file, 'upstreams:\n  docker.io:\n    url: https://registry-1.docker.io\n    password: "hunter2-S3CRET\n');
+    const run = spawnSync(process.execPath, ['--import', 'tsx', 'src/main.ts', '--config', file], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(run.status, 2, run.stderr);
+    assert.match(run.stderr, /is not valid YAML at line 5, column 1/);
+    assert.doesNotMatch(`${run.stdout}${run.stderr}`, /hunter2|S3CRET/i, 'the secret on the broken line is printed nowhere');
+    assert.doesNotMatch(run.stderr, /at .*\.ts:\d+/, 'no stack trace');
+  });
+
   it('a password file that cannot be read also exits 2, naming the field', () => {
     const dir = mkdtempSync(join(tmpdir(), 'archway-config-'));
     const file = join(dir, 'creds.yaml');
