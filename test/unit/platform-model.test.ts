@@ -4,6 +4,7 @@
 // v8.x/v9.x, Windows builds, os.features, and what archway writes back.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import fc from 'fast-check';
 import { ConfigError, parseConfig } from '../../src/config/load.ts';
 import type { Digest } from '../../src/oci/digest.ts';
 import { parseIndex, type Descriptor, type ManifestIndex } from '../../src/oci/manifest.ts';
@@ -75,6 +76,48 @@ describe('platform spellings (containerd Normalize/Parse, and the machines’ ow
     assert.equal(samePlatform(win('10.0.17763.5122'), win('10.0.1776')), false);
     assert.equal(samePlatform(win('10.0.20348.2113'), win('10.0.17763')), false);
     assert.equal(samePlatform(win(), { os: 'linux', architecture: 'amd64' }), false);
+  });
+});
+
+describe('properties: platforms with os.version and os.features', () => {
+  const build = fc.tuple(fc.nat(20), fc.nat(9), fc.nat(30_000), fc.option(fc.nat(99_999), { nil: undefined }));
+  const version = build.map(([a, b, c, d]) => [a, b, c, ...(d === undefined ? [] : [d])].join('.'));
+  // Characters containerd escapes in an os option (%, +, parentheses, slash) included.
+  const feature = fc.string({ unit: fc.constantFrom(...'abcwin32k_.-%+()/'.split('')), minLength: 1, maxLength: 8 });
+  const platform = fc
+    .record({
+      os: fc.constantFrom('windows', 'Windows', 'linux'),
+      architecture: fc.constantFrom('amd64', 'x86_64', 'arm64', 'riscv64', 'weird'),
+      variant: fc.option(fc.constantFrom('v2', 'v3', 'v8.2', 'v9', 'x'), { nil: undefined }),
+      osVersion: fc.option(version, { nil: undefined }),
+      osFeatures: fc.option(fc.array(feature, { minLength: 1, maxLength: 3 }), { nil: undefined }),
+    })
+    .map((r): Platform => Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as unknown as Platform);
+
+  it('format then parse gives the normalised platform, os.version and os.features included', () => {
+    fc.assert(
+      fc.property(platform, (p) => {
+        const n = normalizePlatform(p);
+        assert.deepEqual(parsePlatform(formatPlatform(p)), n);
+        assert.equal(formatPlatform(parsePlatform(formatPlatform(n))), formatPlatform(n));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('every fallback keeps the os, os.version and os.features; a Windows host runs its own build', () => {
+    fc.assert(
+      fc.property(platform, (p) => {
+        const n = normalizePlatform(p);
+        for (const q of compatiblePlatforms(p)) {
+          assert.equal(q.os, n.os);
+          assert.equal(q.osVersion, n.osVersion);
+          assert.deepEqual(q.osFeatures, n.osFeatures);
+        }
+        if (n.os === 'windows' && n.osVersion) assert.equal(bestMatch(index(entry(1, { ...n, osFeatures: [] })), n)?.digest, digest(1));
+      }),
+      { numRuns: 1000 },
+    );
   });
 });
 
