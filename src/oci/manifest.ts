@@ -83,6 +83,18 @@ export function readPlatform(value: unknown): Platform | undefined {
   return platform;
 }
 
+/** The inverse of readPlatform: the platform object an index entry carries, with the OCI field names. */
+export function platformJson(p: Platform): Record<string, unknown> {
+  return {
+    architecture: p.architecture,
+    os: p.os,
+    ...(p.osVersion ? { 'os.version': p.osVersion } : {}),
+    ...(p.osFeatures?.length ? { 'os.features': [...p.osFeatures] } : {}),
+    ...(p.variant ? { variant: p.variant } : {}),
+    ...(p.features?.length ? { features: [...p.features] } : {}),
+  };
+}
+
 function parseJson(bytes: Buffer): Record<string, unknown> {
   let doc: unknown;
   try {

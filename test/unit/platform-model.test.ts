@@ -7,7 +7,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { ConfigError, parseConfig } from '../../src/config/load.ts';
 import type { Digest } from '../../src/oci/digest.ts';
-import { parseIndex, type Descriptor, type ManifestIndex } from '../../src/oci/manifest.ts';
+import { parseIndex, platformJson, readPlatform, type Descriptor, type ManifestIndex } from '../../src/oci/manifest.ts';
 import { filterIndex } from '../../src/platform/filter-index.ts';
 import { topLevelArrayElements } from '../../src/platform/json-spans.ts';
 import { bestMatch, compatiblePlatforms, platformMatches } from '../../src/platform/match.ts';
@@ -247,6 +247,13 @@ describe('parseIndex reads the whole platform object', () => {
     const parsed = parseIndex(Buffer.from(JSON.stringify(doc)), OCI_INDEX);
     assert.deepEqual(parsed.manifests[0]?.platform, { os: 'windows', architecture: 'amd64', osVersion: '10.0.17763.5122', osFeatures: ['win32k'], features: ['sse4'] });
     assert.deepEqual(parsed.manifests[1]?.platform, { os: 'linux', architecture: 'amd64' });
+  });
+
+  it('platformJson writes back what readPlatform read, with the OCI field names', () => {
+    const p: Platform = { os: 'windows', architecture: 'amd64', variant: 'x', osVersion: '10.0.17763.5122', osFeatures: ['win32k'], features: ['sse4'] };
+    assert.deepEqual(platformJson(p), { architecture: 'amd64', os: 'windows', 'os.version': '10.0.17763.5122', 'os.features': ['win32k'], variant: 'x', features: ['sse4'] });
+    assert.deepEqual(readPlatform(platformJson(p)), p);
+    assert.deepEqual(platformJson({ os: 'linux', architecture: 'arm64' }), { architecture: 'arm64', os: 'linux' });
   });
 });
 
