@@ -91,8 +91,14 @@ export function parsePlatform(s: string): Platform {
   return normalizePlatform(p);
 }
 
-/** The characters of an os option that containerd's syntax escapes. */
-const encodeOption = (v: string): string => v.replace(/[%+()/]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+/**
+ * An os option %-escaped: containerd escapes `%+()/`; archway escapes every
+ * byte outside the specifier's characters, so that what an upstream wrote
+ * into os.version always formats to a string that parses back and is safe in
+ * a header (x-archway-platform) or a metric label.
+ */
+const encodeOption = (v: string): string =>
+  v.replace(/[^A-Za-z0-9_.-]/gu, (c) => [...Buffer.from(c, 'utf8')].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''));
 
 /** The inverse of parsePlatform (containerd's FormatAll): os.version and os.features in parentheses after the os. */
 export function formatPlatform(p: Platform): string {

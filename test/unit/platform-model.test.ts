@@ -53,6 +53,13 @@ describe('platform spellings (containerd Normalize/Parse, and the machines’ ow
   ];
   for (const [input, expected] of cases) it(`${input} → ${expected}`, () => assert.equal(formatPlatform(parsePlatform(input)), expected));
 
+  it('escapes what an upstream may write into os.version or os.features, and parses it back', () => {
+    const odd: Platform = { os: 'windows', architecture: 'amd64', osVersion: '10.0.17763.1', osFeatures: ['a b\n', 'é+(x)/%'] };
+    const text = formatPlatform(odd);
+    assert.match(text, /^[\x21-\x7e]+$/, text);
+    assert.deepEqual(parsePlatform(text), normalizePlatform(odd));
+  });
+
   it('parses os.version and os.features into the fields an index uses', () => {
     assert.deepEqual(parsePlatform('windows(10.0.17763.5122+win32k)/amd64'), { os: 'windows', architecture: 'amd64', osVersion: '10.0.17763.5122', osFeatures: ['win32k'] });
   });
