@@ -18,7 +18,13 @@ function withUnits(parse: (v: string | number) => number) {
 const size = withUnits(parseSize);
 const duration = withUnits(parseDuration);
 
-/** os/arch[/variant], normalised (`linux/aarch64` is stored as `linux/arm64`). */
+/**
+ * os/arch[/variant], normalised (`linux/aarch64` is stored as `linux/arm64`).
+ * A Windows build goes in parentheses after the os, `windows(10.0.17763)/amd64`:
+ * containerd's and `ctr --platform`'s own spelling, so one string means the
+ * same to archway and to the machines it serves, and it fits every place a
+ * platform string already goes (rules, virtual members, prefetch, default).
+ */
 function normalisedPlatform(v: string, ctx: z.RefinementCtx): string {
   try {
     return formatPlatform(parsePlatform(v));
@@ -69,7 +75,7 @@ const platformRule = z
       })
       .strict()
       .default({}),
-    /** `detected` (from the client's User-Agent) or a forced os/arch[/variant]. */
+    /** `detected` (from the client's User-Agent) or a forced os[(os.version)]/arch[/variant]. */
     platform: z.string().transform((v, ctx) => (v === 'detected' ? v : normalisedPlatform(v, ctx))),
     mode: z.enum(['passthrough', 'resolve', 'filter']),
   })

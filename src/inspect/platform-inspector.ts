@@ -1,5 +1,5 @@
 import { digestAlgorithm, digestOf, type Digest } from '../oci/digest.ts';
-import { parseImageManifest, parseIndex } from '../oci/manifest.ts';
+import { parseImageManifest, parseIndex, readPlatform } from '../oci/manifest.ts';
 import { isIndexMediaType } from '../oci/media-types.ts';
 import type { Reference } from '../oci/reference.ts';
 import { isAttestationEntry } from '../platform/match.ts';
@@ -17,8 +17,12 @@ export type CachedState = 'yes' | 'partial' | 'no';
 
 /** One runnable image of a tag: what `docker manifest inspect --verbose` shows, and whether archway holds it. */
 export interface PlatformRow {
-  /** os/architecture[/variant], or `unknown` when neither index nor config says. */
+  /** os[(os.version+os.features)]/architecture[/variant] (containerd's syntax), or `unknown` when neither index nor config says. */
   platform: string;
+  /** The platform's `os.version`, `os.features` and `features` as the index (or config) gives them. */
+  osVersion?: string;
+  osFeatures?: string[];
+  features?: string[];
   digest: Digest;
   mediaType: string;
   /** Sum of the layer sizes: the bytes a pull downloads. */
@@ -118,6 +122,9 @@ export class PlatformInspector {
     const cachedCount = present.filter(Boolean).length;
     return {
       platform: platform ? formatPlatform(platform) : 'unknown',
+      ...(platform?.osVersion ? { osVersion: platform.osVersion } : {}),
+      ...(platform?.osFeatures ? { osFeatures: platform.osFeatures } : {}),
+      ...(platform?.features ? { features: platform.features } : {}),
       digest,
       mediaType,
       size: parts.layers.reduce((sum, l) => sum + l.size, 0),
@@ -128,7 +135,7 @@ export class PlatformInspector {
   }
 
   /**
-   * os/architecture/variant from the image config: from the cache when it is
+   * The platform (os, architecture, variant, os.version, os.features) from the image config: from the cache when it is
    * there, else read from the upstream without caching it (inspecting must not
    * make an image look partly pulled), and checked against its digest.
    */
@@ -140,9 +147,8 @@ export class PlatformInspector {
     const bytes = await readLimitedBuffer(body, MAX_CONFIG_BYTES).catch(() => undefined);
     if (!bytes || (!cached && digestOf(bytes, digestAlgorithm(digest)) !== digest)) return undefined;
     try {
-      const config = JSON.parse(bytes.toString('utf8')) as Record<string, unknown>;
-      if (typeof config.os !== 'string' || typeof config.architecture !== 'string') return undefined;
-      return { os: config.os, architecture: config.architecture, ...(typeof config.variant === 'string' && config.variant ? { variant: config.variant } : {}) };
+      // An image config carries the platform fields at its top level, named as in an index entry.
+      return readPlatform(JSON.parse(bytes.toString('utf8')));
     } catch {
       return undefined;
     }

@@ -2,10 +2,17 @@ import { RegistryError } from '../errors.ts';
 import { parseDigest, type Digest } from './digest.ts';
 import { bareMediaType, isManifestMediaType } from './media-types.ts';
 
+/** An index entry's (or image config's) platform, OCI field names in camelCase. */
 export interface Platform {
   os: string;
   architecture: string;
   variant?: string;
+  /** `os.version`: for Windows the build a container needs (`10.0.17763.5122`). */
+  osVersion?: string;
+  /** `os.features` (e.g. `win32k`): required of the host. */
+  osFeatures?: string[];
+  /** `features` (Docker manifest lists; reserved in OCI): carried and shown, never matched. */
+  features?: string[];
 }
 
 export interface Descriptor {
@@ -48,14 +55,44 @@ export function parseIndex(bytes: Buffer, mediaType: string): ManifestIndex {
       throw new RegistryError('MANIFEST_INVALID', 'bad index entry');
     }
     const descriptor: Descriptor = { mediaType: e.mediaType, digest: parseDigest(e.digest), size: e.size };
-    const p = e.platform as Record<string, unknown> | undefined;
-    if (p && typeof p.os === 'string' && typeof p.architecture === 'string') {
-      descriptor.platform = { os: p.os, architecture: p.architecture };
-      if (typeof p.variant === 'string' && p.variant) descriptor.platform.variant = p.variant;
-    }
+    const platform = readPlatform(e.platform);
+    if (platform) descriptor.platform = platform;
     return descriptor;
   });
   return { mediaType, manifests };
+}
+
+/**
+ * The platform object of an index entry or the platform fields of an image
+ * config (both use `os`, `architecture`, `variant`, `os.version`,
+ * `os.features`; manifest lists also `features`). Fields of the wrong type are
+ * left out; without os and architecture there is no platform.
+ */
+export function readPlatform(value: unknown): Platform | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const p = value as Record<string, unknown>;
+  if (typeof p.os !== 'string' || typeof p.architecture !== 'string') return undefined;
+  const platform: Platform = { os: p.os, architecture: p.architecture };
+  if (typeof p.variant === 'string' && p.variant) platform.variant = p.variant;
+  if (typeof p['os.version'] === 'string' && p['os.version']) platform.osVersion = p['os.version'];
+  const strings = (v: unknown): string[] | undefined => (Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string') ? [...v] : undefined);
+  const osFeatures = strings(p['os.features']);
+  if (osFeatures) platform.osFeatures = osFeatures;
+  const features = strings(p.features);
+  if (features) platform.features = features;
+  return platform;
+}
+
+/** The inverse of readPlatform: the platform object an index entry carries, with the OCI field names. */
+export function platformJson(p: Platform): Record<string, unknown> {
+  return {
+    architecture: p.architecture,
+    os: p.os,
+    ...(p.osVersion ? { 'os.version': p.osVersion } : {}),
+    ...(p.osFeatures?.length ? { 'os.features': [...p.osFeatures] } : {}),
+    ...(p.variant ? { variant: p.variant } : {}),
+    ...(p.features?.length ? { features: [...p.features] } : {}),
+  };
 }
 
 function parseJson(bytes: Buffer): Record<string, unknown> {

@@ -17,6 +17,24 @@ export interface Platform {
   os: string;
   architecture: string;
   variant?: string;
+  /** Written as `os.version` in the index entry and the image config (Windows builds: `10.0.17763.5122`). */
+  osVersion?: string;
+  /** Written as `os.features` in the index entry and the image config. */
+  osFeatures?: string[];
+  /** Written as `features` in the index entry only (Docker manifest lists). */
+  features?: string[];
+}
+
+/** The platform object an index entry carries, with the OCI field names. */
+export function platformObject(p: Platform): NonNullable<Descriptor['platform']> {
+  return {
+    os: p.os,
+    architecture: p.architecture,
+    ...(p.variant ? { variant: p.variant } : {}),
+    ...(p.osVersion ? { 'os.version': p.osVersion } : {}),
+    ...(p.osFeatures ? { 'os.features': p.osFeatures } : {}),
+    ...(p.features ? { features: p.features } : {}),
+  };
 }
 
 export const ALL_PLATFORMS: Platform[] = [
@@ -29,9 +47,10 @@ export const ALL_PLATFORMS: Platform[] = [
   { os: 'linux', architecture: 's390x' },
 ];
 
-/** "linux/arm/v7" */
+/** "linux/arm/v7"; with an os.version, containerd's "windows(10.0.17763.5122)/amd64". */
 export function platformString(p: Platform): string {
-  return [p.os, p.architecture, p.variant].filter((s) => s !== undefined && s !== '').join('/');
+  const os = p.osVersion ? `${p.os}(${p.osVersion})` : p.os;
+  return [os, p.architecture, p.variant].filter((s) => s !== undefined && s !== '').join('/');
 }
 
 /** Path (inside every image) of the marker file written into the first layer. */
@@ -131,6 +150,8 @@ async function buildPlatformManifest(
     created: CREATED,
     architecture: platform.architecture,
     os: platform.os,
+    ...(platform.osVersion ? { 'os.version': platform.osVersion } : {}),
+    ...(platform.osFeatures ? { 'os.features': platform.osFeatures } : {}),
     ...(platform.variant ? { variant: platform.variant } : {}),
     config: { Env: ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'] },
     rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
@@ -222,7 +243,7 @@ export async function buildImage(opts: BuildImageOptions): Promise<BuiltImage> {
       mediaType: m.mediaType,
       digest: m.digest,
       size: m.size,
-      platform: { ...m.platform },
+      platform: platformObject(m.platform),
     }));
     for (const a of attestations) {
       entries.push({

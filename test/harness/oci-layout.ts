@@ -12,7 +12,8 @@ export interface Descriptor {
   mediaType: string;
   digest: string;
   size: number;
-  platform?: { os: string; architecture: string; variant?: string };
+  /** os, architecture, variant, and any other platform field (`os.version`, `os.features`, `features`). */
+  platform?: { os: string; architecture: string; variant?: string } & Record<string, unknown>;
   annotations?: Record<string, string>;
 }
 
