@@ -1,5 +1,5 @@
 import { digestOf } from '../oci/digest.ts';
-import type { Descriptor } from '../oci/manifest.ts';
+import { platformJson, type Descriptor } from '../oci/manifest.ts';
 import { MediaType } from '../oci/media-types.ts';
 import type { Platform } from '../platform/platform.ts';
 import type { StoredManifest } from '../store/manifest-store.ts';
@@ -8,7 +8,7 @@ export type IndexFormat = typeof MediaType.OciIndex | typeof MediaType.DockerMan
 
 /**
  * The index of a virtual image: one entry per member, with the member's
- * configured platform. Deterministic (same entries, same bytes, same digest),
+ * configured platform (and the os.version and features its own index entry gives). Deterministic (same entries, same bytes, same digest),
  * so every replica and every restart agrees on the tag's digest.
  */
 export function assembleIndex(entries: ReadonlyArray<{ descriptor: Descriptor; platform: Platform }>, mediaType: IndexFormat): StoredManifest {
@@ -19,7 +19,13 @@ export function assembleIndex(entries: ReadonlyArray<{ descriptor: Descriptor; p
       mediaType: descriptor.mediaType,
       digest: descriptor.digest,
       size: descriptor.size,
-      platform: { architecture: platform.architecture, os: platform.os, ...(platform.variant ? { variant: platform.variant } : {}) },
+      // The configured platform, with what the member's own entry adds (a Windows build, features).
+      platform: platformJson({
+        ...platform,
+        osVersion: platform.osVersion ?? descriptor.platform?.osVersion,
+        osFeatures: platform.osFeatures ?? descriptor.platform?.osFeatures,
+        features: platform.features ?? descriptor.platform?.features,
+      }),
     })),
   };
   const bytes = Buffer.from(JSON.stringify(doc, null, 2));
