@@ -6,13 +6,16 @@
 // answers its clients 404, after its own HEAD. Public content still crosses
 // upstreams freely, also after a restart; a public blob with no record at
 // all (an older cache) costs one HEAD, and is recorded then.
+// archway runs as its own process; a restart stops it (SIGTERM, exit 0) and
+// starts a new process on the same port and cache directory.
 import assert from 'node:assert/strict';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
+import { startArchwayProcess, type ArchwayProcess } from '../harness/archway-process.ts';
 import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { http } from '../harness/http.ts';
+import { scrapeMetric } from '../harness/metrics.ts';
 import { buildImage, type BuiltImage } from '../harness/images.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
 import { pushLayout } from '../harness/skopeo.ts';
@@ -21,7 +24,7 @@ import { removeDir, tempDir } from '../harness/tmp.ts';
 let work: string;
 let privateRegistry: RegistryHandle;
 let publicRegistry: RegistryHandle;
-let archway: ArchwayHandle;
+let archway: ArchwayProcess;
 let secret: BuiltImage;
 let open: BuiltImage;
 
@@ -37,7 +40,11 @@ before(async () => {
   open = await single('markers-open');
   await pushLayout(secret, { hostPort: privateRegistry.hostPort, name: 'team/secret' });
   await pushLayout(open, { hostPort: publicRegistry.hostPort, name: 'library/open' });
-  archway = await startArchway({
+  archway = await startArchwayProcess(config());
+});
+
+function config(cacheDir?: string) {
+  return {
     defaultUpstream: 'public.test',
     upstreams: {
       'public.test': { url: publicRegistry.url },
@@ -45,11 +52,28 @@ before(async () => {
       'mirror.test': { url: publicRegistry.url },
       'private.test': { url: privateRegistry.url, repositoryIsolation: true },
     },
-  });
-});
+    ...(cacheDir ? { cache: { dir: cacheDir } } : {}),
+  };
+}
+
+/** A clean stop, then `between` (archway is down), then a new process on the same port and cache. */
+async function restart(between?: () => Promise<void>): Promise<void> {
+  const stopped = await archway.signal('SIGTERM');
+  assert.equal(stopped.code, 0, archway.output());
+  await between?.();
+  archway = await startArchwayProcess(config(archway.cacheDir), { port: archway.port });
+}
+
+/** archway's complete JSON log lines so far (the last line may still be arriving). */
+const logLines = () =>
+  archway
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{') && l.endsWith('}'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
 
 after(async () => {
-  await archway?.stop();
+  await archway?.kill();
   await privateRegistry?.stop();
   await publicRegistry?.stop();
   await removeDir(work);
@@ -65,9 +89,17 @@ describe('records of who may see a blob', () => {
     const pulled = await http(`${archway.url}/v2/private.test/team/secret/blobs/${digest}`);
     assert.equal(pulled.status, 200);
     assert.equal(sha256(pulled.body), digest);
-    await rm(accessDir);
-    await mkdir(accessDir);
-    await archway.restart();
+    // The refusal was seen, said and counted (the write was tried, not skipped).
+    assert.ok(
+      logLines().some((l) => l.what === 'confirmation' && l.err === 'ENOTDIR'),
+      `no log line of the refused confirmation:\n${archway.output()}`,
+    );
+    assert.ok((await scrapeMetric(archway.url, 'archway_cache_write_failures_total', { what: 'confirmation' })) >= 1);
+    // The disk is repaired while archway is down: nothing could write the marker late.
+    await restart(async () => {
+      await rm(accessDir);
+      await mkdir(accessDir);
+    });
 
     publicRegistry.clearRequests();
     const leaked = await http(`${archway.url}/v2/library/open/blobs/${digest}`);
@@ -87,18 +119,25 @@ describe('records of who may see a blob', () => {
     const crossed = await http(`${archway.url}/v2/mirror.test/library/open/blobs/${digest}`);
     assert.equal(crossed.status, 200);
     assert.equal(sha256(crossed.body), digest);
-    await archway.restart();
+    await restart();
     assert.equal((await http(`${archway.url}/v2/mirror.test/library/other/blobs/${digest}`)).status, 200, 'shared as public, whatever the name');
     assert.deepEqual(await blobRequests(publicRegistry, digest), [], 'no upstream request: the PUBLIC marker vouched for it');
   });
 
   it('a cached public blob with no record at all (an older cache) costs one HEAD, then is recorded', async () => {
     const digest = layerOf(open);
-    await rm(join(archway.cacheDir, 'access'), { recursive: true, force: true });
-    await mkdir(join(archway.cacheDir, 'access'));
-    await archway.restart();
+    // Records removed while archway is down, as in a cache from before markers existed.
+    await restart(async () => {
+      await rm(join(archway.cacheDir, 'access'), { recursive: true, force: true });
+      await mkdir(join(archway.cacheDir, 'access'));
+    });
     publicRegistry.clearRequests();
     for (let i = 0; i < 3; i++) assert.equal((await http(`${archway.url}/v2/mirror.test/library/open/blobs/${digest}`)).status, 200);
     assert.deepEqual((await blobRequests(publicRegistry, digest)).map((r) => r.method), ['HEAD']);
+    // Recorded on disk: the next process asks nothing.
+    await restart();
+    publicRegistry.clearRequests();
+    assert.equal((await http(`${archway.url}/v2/mirror.test/library/open/blobs/${digest}`)).status, 200);
+    assert.deepEqual(await blobRequests(publicRegistry, digest), []);
   });
 });

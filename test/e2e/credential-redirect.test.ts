@@ -2,12 +2,13 @@
 // behind a front) redirects blob downloads to an origin that answers 401
 // with a challenge of its own. archway must never send it credentials, nor
 // follow its realm, now or later.
+// archway runs as its own process; the password appears nowhere in its output.
 import assert from 'node:assert/strict';
 import { createServer, request as httpRequest, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
+import { startArchwayProcess, type ArchwayProcess } from '../harness/archway-process.ts';
 import { sha256Digest as sha256 } from '../harness/digest.ts';
 import { ACCEPT, http } from '../harness/http.ts';
 import { buildImage, type BuiltImage } from '../harness/images.ts';
@@ -19,7 +20,7 @@ const USER = 'puller';
 const PASSWORD = 'never-leave-home-77';
 let work: string;
 let registry: RegistryHandle;
-let archway: ArchwayHandle;
+let archway: ArchwayProcess;
 let built: BuiltImage;
 const seenByEvil: Array<{ url: string; authorization: string | undefined }> = [];
 let closeAll: () => Promise<void>;
@@ -54,7 +55,10 @@ before(async () => {
     });
     req.pipe(upstream);
   });
-  archway = await startArchway({ upstreams: { 'private.example': { url: front.url, username: USER, password: PASSWORD } } });
+  archway = await startArchwayProcess({
+    upstreams: { 'private.example': { url: front.url, username: USER, password: PASSWORD } },
+    defaultUpstream: 'private.example',
+  });
   closeAll = async () => {
     for (const s of [evil.server, front.server]) {
       s.closeAllConnections();
@@ -64,7 +68,7 @@ before(async () => {
 });
 
 after(async () => {
-  await archway?.stop();
+  await archway?.kill();
   await closeAll?.();
   await registry?.stop();
   await removeDir(work);
@@ -87,5 +91,7 @@ describe('a redirect target that asks for credentials', () => {
     const again = await http(`${archway.url}/v2/private/app/manifests/${built.manifests[0]!.digest}`, { headers: { accept: ACCEPT.all } });
     assert.equal(again.status, 200);
     assert.equal(sha256(again.body), built.manifests[0]!.digest);
+    assert.ok(!archway.output().includes(PASSWORD), 'the password is never logged');
+    assert.ok(!archway.output().includes(Buffer.from(`${USER}:${PASSWORD}`).toString('base64')), 'nor its Basic encoding');
   });
 });

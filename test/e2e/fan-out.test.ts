@@ -4,12 +4,13 @@
 // unbounded walk would show all 40 at once), and still answers every entry.
 // The same for a virtual image of 12 members (its tag and its tag list) and
 // for a prefetch of the 40-platform image (at most 4 blob downloads at once).
+// archway runs as its own process; the fronts count in the test process.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FAN_OUT } from '../../src/util/bounded-map.ts';
-import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
+import { startArchwayProcess, type ArchwayProcess } from '../harness/archway-process.ts';
 import { startFanOutFront, type FanOutFront } from '../harness/fanout-front.ts';
 import { ACCEPT, http } from '../harness/http.ts';
 import { buildImage, type BuiltImage } from '../harness/images.ts';
@@ -33,7 +34,7 @@ let registry: RegistryHandle;
 let front: FanOutFront;
 let membersFront: FanOutFront;
 let blobsFront: FanOutFront;
-let archway: ArchwayHandle;
+let archway: ArchwayProcess;
 let wide: BuiltImage;
 
 before(async () => {
@@ -48,7 +49,7 @@ before(async () => {
   blobsFront = await startFanOutFront(registry.url, { delayMs: 50, pattern: /\/blobs\/sha256:/ });
   // 12 members, linux/amd64 v2…v13, in repositories the registry does not have: each is asked, none answers.
   const members = Object.fromEntries(Array.from({ length: MEMBERS }, (_, i) => [`linux/amd64/v${i + 2}`, `m${i + 2}/app`]));
-  archway = await startArchway({
+  archway = await startArchwayProcess({
     upstreams: { [UPSTREAM]: { url: front.url }, [MEMBERS_UPSTREAM]: { url: membersFront.url }, [BLOBS_UPSTREAM]: { url: blobsFront.url } },
     defaultUpstream: UPSTREAM,
     virtual: { 'virt/app': { upstream: MEMBERS_UPSTREAM, members } },
@@ -57,7 +58,7 @@ before(async () => {
 });
 
 after(async () => {
-  await archway?.stop();
+  await archway?.kill();
   await front?.close();
   await membersFront?.close();
   await blobsFront?.close();

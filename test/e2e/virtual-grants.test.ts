@@ -4,12 +4,13 @@
 // DENIED to him for everything (the tag, the tag list, a member's manifest
 // and blob by digest, the platform inspector), while the member he may pull
 // stays open to him, and alice, granted every member, gets the whole index.
+// archway runs as its own process, configured by its YAML file.
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import bcrypt from 'bcryptjs';
-import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
+import { startArchwayProcess, type ArchwayProcess } from '../harness/archway-process.ts';
 import { ACCEPT, http, type HttpAnswer } from '../harness/http.ts';
 import { buildImage, type BuiltImage } from '../harness/images.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
@@ -21,7 +22,7 @@ const USERS = { alice: 'alice-Pa55', bob: 'bob-Pa55' };
 
 let work: string;
 let registry: RegistryHandle;
-let archway: ArchwayHandle;
+let archway: ArchwayProcess;
 let amd64: BuiltImage;
 let arm64: BuiltImage;
 
@@ -41,15 +42,16 @@ before(async () => {
   await pushLayout(arm64, { hostPort: registry.hostPort, name: 'arm64v8/app' });
   const htpasswd = join(work, 'htpasswd');
   await writeFile(htpasswd, `${Object.entries(USERS).map(([u, p]) => `${u}:${bcrypt.hashSync(p, 4)}`).join('\n')}\n`);
-  archway = await startArchway({
+  archway = await startArchwayProcess({
     upstreams: { [UPSTREAM]: { url: registry.url } },
+    defaultUpstream: UPSTREAM,
     auth: { htpasswd, users: { alice: ['multi/app', 'amd64/app', 'arm64v8/app'], bob: ['multi/app', 'amd64/app'] } },
     virtual: { 'multi/app': { members: { 'linux/amd64': 'amd64/app', 'linux/arm64': 'arm64v8/app' } } },
   });
 });
 
 after(async () => {
-  await archway?.stop();
+  await archway?.kill();
   await registry?.stop();
   await removeDir(work);
 });
@@ -78,6 +80,7 @@ describe('grants under a virtual name', () => {
       assert.equal(r.status, 403, `${what}: ${r.status} ${r.body.toString().slice(0, 200)}`);
       if (method === 'GET') assert.equal(errorCode(r), 'DENIED', what);
     }
+    assert.ok(!archway.output().includes(USERS.bob), 'a password is never logged');
   });
 
   it('the member the principal is granted stays open to him; the other is not', async () => {
