@@ -2,9 +2,10 @@
 // with the shipped configuration: a guard against loading what the config
 // does not use (the AWS SDK, ioredis) or allocating caches up front. The
 // static import graph (test/unit/lazy-imports.test.ts) proves the laziness;
-// this bound catches what it cannot see. Measured on a 2-core AMD EPYC, Node
-// 20: 120 MiB before the S3/Redis modules were lazy and the LRU caches grew
-// as used, 93 MiB after; the bound leaves room for other Node versions.
+// this bound catches what it cannot see. Measured here (a few seconds after
+// start-up, before V8 shrinks the heap) on a 2-core AMD EPYC, Node 20: 120–126
+// MiB before the S3/Redis modules were lazy and the LRU caches grew as used,
+// 93 MiB after; the bound leaves room for other Node versions.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
