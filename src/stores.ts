@@ -1,19 +1,11 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.ts';
-import { connectRedis } from './coordination/redis.ts';
-import { RedisBlobIndex } from './coordination/redis-blob-index.ts';
-import { RedisConfirmationStore } from './coordination/redis-confirmation-store.ts';
-import { RedisFillCoordinator } from './coordination/redis-fill-coordinator.ts';
-import { RedisTagStore } from './coordination/redis-tag-store.ts';
 import type { BlobStore } from './store/blob-store.ts';
 import { FsConfirmationStore, type ConfirmationStore } from './store/confirmation-store.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fill/fill-coordinator.ts';
 import { FsBlobStore } from './store/fs-blob-store.ts';
 import { FsManifestStore, type ManifestStore } from './store/manifest-store.ts';
-import { S3BlobStore } from './store/s3/s3-blob-store.ts';
-import { S3Bucket } from './store/s3/s3-bucket.ts';
-import { S3ManifestStore } from './store/s3/s3-manifest-store.ts';
 import { FsTagStore, type TagStore } from './store/tag-store.ts';
 
 /** How long a presigned blob URL (storage.s3.redirect) stays valid. */
@@ -37,31 +29,38 @@ export interface Stores {
  * Redis without a bucket shares tags and confirmations only.
  */
 export async function createStores(config: Readonly<Config>, logger: Logger, onEvict: () => void, onDamaged: () => void = () => {}): Promise<Stores> {
+  const s3Config = config.storage.type === 's3' ? config.storage.s3 : undefined;
   // Keys per cache: two deployments sharing a Redis database must not share an index or leases.
-  const namespace = config.storage.type === 's3' && config.storage.s3 ? `${config.storage.s3.bucket}/${config.storage.s3.prefix}` : 'filesystem';
-  const redis = config.redis ? await connectRedis(config.redis.url, logger, namespace) : undefined;
-  const bucket = config.storage.type === 's3' && config.storage.s3 ? new S3Bucket(config.storage.s3) : undefined;
-  const blobs: BlobStore = bucket
-    ? new S3BlobStore({
-        bucket,
-        tmpDir: join(config.cache.dir, 'tmp'),
-        maxSize: config.cache.maxSize,
-        logger,
-        shared: redis ? new RedisBlobIndex(redis) : undefined,
-        redirectSeconds: config.storage.s3?.redirect ? PRESIGNED_URL_SECONDS : undefined,
-        onEvict,
-        onDamaged,
-      })
-    : new FsBlobStore({ dir: config.cache.dir, maxSize: config.cache.maxSize, logger, onEvict, onDamaged });
+  const namespace = s3Config ? `${s3Config.bucket}/${s3Config.prefix}` : 'filesystem';
+  // The S3 and Redis modules are imported only when the config uses them: a filesystem
+  // cache (the shipped config) would carry the AWS SDK and ioredis (about 40 MiB) for
+  // nothing. test/unit/lazy-imports.test.ts keeps them out of the static import graph.
+  const rd = config.redis ? await import('./coordination/redis-modules.ts') : undefined;
+  const redis = rd && config.redis ? await rd.connectRedis(config.redis.url, logger, namespace) : undefined;
+  const s3 = s3Config ? await import('./store/s3/s3-modules.ts') : undefined;
+  const bucket = s3 && s3Config ? new s3.S3Bucket(s3Config) : undefined;
+  const blobs: BlobStore =
+    s3 && bucket
+      ? new s3.S3BlobStore({
+          bucket,
+          tmpDir: join(config.cache.dir, 'tmp'),
+          maxSize: config.cache.maxSize,
+          logger,
+          shared: rd && redis ? new rd.RedisBlobIndex(redis) : undefined,
+          redirectSeconds: s3Config?.redirect ? PRESIGNED_URL_SECONDS : undefined,
+          onEvict,
+          onDamaged,
+        })
+      : new FsBlobStore({ dir: config.cache.dir, maxSize: config.cache.maxSize, logger, onEvict, onDamaged });
   // On one disk, manifests, tags and confirmations count toward cache.maxSize beside the blobs, in one LRU.
   const budget = blobs instanceof FsBlobStore ? blobs.budget : undefined;
   const stores: Stores = {
     blobs,
-    manifests: bucket ? new S3ManifestStore(bucket) : new FsManifestStore(config.cache.dir, budget),
-    tags: redis ? new RedisTagStore(redis) : new FsTagStore(config.cache.dir, budget),
-    confirmations: redis ? new RedisConfirmationStore(redis) : new FsConfirmationStore(config.cache.dir, budget),
+    manifests: s3 && bucket ? new s3.S3ManifestStore(bucket) : new FsManifestStore(config.cache.dir, budget),
+    tags: rd && redis ? new rd.RedisTagStore(redis) : new FsTagStore(config.cache.dir, budget),
+    confirmations: rd && redis ? new rd.RedisConfirmationStore(redis) : new FsConfirmationStore(config.cache.dir, budget),
     // Leases only help when the blobs are shared: with a disk per replica, waiting for another's download gains nothing.
-    coordinator: redis && config.redis && bucket ? new RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator(),
+    coordinator: rd && redis && config.redis && bucket ? new rd.RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator(),
     close: async () => {
       await blobs.close?.();
       await redis?.quit().catch(() => redis.disconnect());

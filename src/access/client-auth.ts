@@ -1,12 +1,12 @@
 import { timingSafeEqual } from 'node:crypto';
 import { sha256 } from '../util/hash.ts';
 import bcrypt from 'bcryptjs';
-import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../errors.ts';
 import { globToRegExp } from '../platform/glob.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 import type { FailedLoginLimiter, LoginAttempt } from './login-limiter.ts';
 import type { PasswordChecker } from './password-checks.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 /** Who a request comes from, and which repositories it may pull. */
 export interface Principal {
@@ -52,9 +52,9 @@ const KNOWN_GOOD_TTL_MS = 24 * 60 * 60_000;
  * the repositories its patterns match.
  */
 export class ClientAuth {
-  private readonly verified = new LRUCache<string, Principal>({ max: 10_000, ttl: VERIFIED_TTL_MS });
-  private readonly refused = new LRUCache<string, true>({ max: 100_000, ttl: REFUSED_TTL_MS });
-  private readonly knownGood = new LRUCache<string, true>({ max: 10_000, ttl: KNOWN_GOOD_TTL_MS });
+  private readonly verified = growingLru<string, Principal>(10_000, { ttl: VERIFIED_TTL_MS });
+  private readonly refused = growingLru<string, true>(100_000, { ttl: REFUSED_TTL_MS });
+  private readonly knownGood = growingLru<string, true>(10_000, { ttl: KNOWN_GOOD_TTL_MS });
   /** A client's parallel first requests (docker fetches layers at once) share one check. */
   private readonly checking = new SingleFlight<Principal | undefined>();
   /** Compared against when the user does not exist, at the cost the real entries use, so unknown users take as long. */

@@ -1,6 +1,7 @@
 import { isIPv6 } from 'node:net';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import { RegistryError } from '../errors.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 export interface FailedLoginLimits {
   /** Failed logins an address may make at once before it must wait. */
@@ -45,7 +46,7 @@ export class FailedLoginLimiter {
     private readonly limits: FailedLoginLimits,
     private readonly now: () => number = Date.now,
   ) {
-    this.buckets = new LRUCache({ max: 100_000, ttl: Math.ceil((limits.burst / limits.perMinute) * 60_000) + 1000, updateAgeOnGet: true });
+    this.buckets = growingLru(100_000, { ttl: Math.ceil((limits.burst / limits.perMinute) * 60_000) + 1000, updateAgeOnGet: true });
   }
 
   /** Take a token for `address`, or throw 429 TOOMANYREQUESTS with the seconds until one is back. */

@@ -1,5 +1,5 @@
-import { LRUCache } from 'lru-cache';
 import { RegistryError } from '../errors.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 export interface ClientLimits {
   /** Requests one client may have in progress at once. */
@@ -21,7 +21,7 @@ interface ClientState {
  */
 export class RateLimiter {
   // Idle clients are forgotten after ten minutes; every request refreshes the entry.
-  private readonly clients = new LRUCache<string, ClientState>({ max: 50_000, ttl: 10 * 60_000, updateAgeOnGet: true });
+  private readonly clients = growingLru<string, ClientState>(50_000, { ttl: 10 * 60_000, updateAgeOnGet: true });
 
   constructor(
     private readonly limits: ClientLimits,

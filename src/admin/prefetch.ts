@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
 import { parseImageManifest, parseIndex } from '../oci/manifest.ts';
 import { isIndexMediaType } from '../oci/media-types.ts';
@@ -11,6 +10,7 @@ import { formatPlatform, parsePlatform, samePlatform, type Platform } from '../p
 import type { BlobService } from '../registry/blob-service.ts';
 import { ACCEPT_ALL_MANIFESTS, AS_PUBLISHED, type ManifestService, type ManifestSource } from '../registry/manifest-service.ts';
 import type { Route } from '../routing/router.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 export interface PrefetchRequest {
   /** As given, for the job's report. */
@@ -51,7 +51,7 @@ const PARALLEL_BLOBS = 4;
  * running meanwhile. A request equal to a running job returns that job.
  */
 export class PrefetchJobs {
-  private readonly jobs = new LRUCache<string, PrefetchJob>({ max: 1000 });
+  private readonly jobs = growingLru<string, PrefetchJob>(1000);
   private readonly running = new Map<string, PrefetchJob>();
   private stopped = false;
 

@@ -4,9 +4,6 @@ import { join } from 'node:path';
 import type { BlobStore } from '../store/blob-store.ts';
 import { FsBlobStore } from '../store/fs-blob-store.ts';
 import { FsManifestStore, type ManifestStore } from '../store/manifest-store.ts';
-import { S3BlobStore } from '../store/s3/s3-blob-store.ts';
-import { S3Bucket } from '../store/s3/s3-bucket.ts';
-import { S3ManifestStore } from '../store/s3/s3-manifest-store.ts';
 
 export interface VerifyReport {
   blobs: { checked: number; bad: number };
@@ -23,9 +20,11 @@ export interface VerifyReport {
  */
 export async function verifyCache(config: Readonly<Config>, logger: Logger): Promise<VerifyReport> {
   // maxSize is not enforced here: verifying must not evict.
-  const bucket = config.storage.type === 's3' && config.storage.s3 ? new S3Bucket(config.storage.s3) : undefined;
-  const blobs: BlobStore = bucket
-    ? new S3BlobStore({ bucket, tmpDir: join(config.cache.dir, 'tmp'), maxSize: Number.MAX_SAFE_INTEGER, logger })
+  // The AWS SDK only when the cache is a bucket (src/store/s3/s3-modules.ts).
+  const s3 = config.storage.type === 's3' && config.storage.s3 ? await import('../store/s3/s3-modules.ts') : undefined;
+  const bucket = s3 && config.storage.s3 ? new s3.S3Bucket(config.storage.s3) : undefined;
+  const blobs: BlobStore = s3 && bucket
+    ? new s3.S3BlobStore({ bucket, tmpDir: join(config.cache.dir, 'tmp'), maxSize: Number.MAX_SAFE_INTEGER, logger })
     : new FsBlobStore({ dir: config.cache.dir, maxSize: Number.MAX_SAFE_INTEGER, logger });
   await blobs.init();
   const removed: string[] = [];
@@ -40,8 +39,8 @@ export async function verifyCache(config: Readonly<Config>, logger: Logger): Pro
   }
   const onBad = (upstream: string, digest: string) => removed.push(`manifest ${upstream} ${digest}`);
   let m: { checked: number; bad: number };
-  if (bucket) {
-    m = await verifyManifests(new S3ManifestStore(bucket), onBad);
+  if (s3 && bucket) {
+    m = await verifyManifests(new s3.S3ManifestStore(bucket), onBad);
     bucket.close();
   } else {
     const manifests = new FsManifestStore(config.cache.dir);

@@ -11,8 +11,6 @@ import type { Config } from '../config/schema.ts';
 import type { CachedState, PlatformReport, PlatformRow } from '../inspect/platform-inspector.ts';
 import type { Digest } from '../oci/digest.ts';
 import { blobFilePath } from '../store/fs-blob-store.ts';
-import { blobObjectKey } from '../store/s3/s3-blob-store.ts';
-import { S3Bucket } from '../store/s3/s3-bucket.ts';
 import { errorText } from './admin-client.ts';
 
 export interface InspectOptions {
@@ -46,9 +44,11 @@ export async function inspectImage(config: Readonly<Config>, opts: InspectOption
   );
   try {
     const report = await inspectWith(services, opts.image);
-    const bucket = config.storage.type === 's3' && config.storage.s3 ? new S3Bucket(config.storage.s3) : undefined;
-    const present = bucket
-      ? async (digest: Digest) => (await bucket.size(blobObjectKey(digest))) !== undefined
+    // The AWS SDK only when the cache is a bucket (src/store/s3/s3-modules.ts).
+    const s3 = config.storage.type === 's3' && config.storage.s3 ? await import('../store/s3/s3-modules.ts') : undefined;
+    const bucket = s3 && config.storage.s3 ? new s3.S3Bucket(config.storage.s3) : undefined;
+    const present = s3 && bucket
+      ? async (digest: Digest) => (await bucket.size(s3.blobObjectKey(digest))) !== undefined
       : (digest: Digest) => access(blobFilePath(config.cache.dir, digest)).then(() => true, () => false);
     try {
       for (const row of report.platforms) row.cached = await cachedState(row, present);

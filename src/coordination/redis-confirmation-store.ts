@@ -1,7 +1,7 @@
 import type { Redis } from 'ioredis';
-import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
 import { confirmationKey, type ConfirmationStore } from '../store/confirmation-store.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 const PREFIX = 'confirm:';
 const RECORD_TTL_SECONDS = 30 * 24 * 3600;
@@ -14,7 +14,7 @@ const RECORD_TTL_SECONDS = 30 * 24 * 3600;
  * after 30 days unless written again.
  */
 export class RedisConfirmationStore implements ConfirmationStore {
-  private readonly known = new LRUCache<string, true>({ max: 100_000 });
+  private readonly known = growingLru<string, true>(100_000);
 
   constructor(private readonly redis: Redis) {}
 

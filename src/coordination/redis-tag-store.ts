@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import { LRUCache } from 'lru-cache';
 import { tagKey, type TagEntry, type TagRecord, type TagStore } from '../store/tag-store.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 /** Tag records are kept this long after their last confirmation (they serve stale answers meanwhile). */
 const RECORD_TTL_SECONDS = 30 * 24 * 3600;
@@ -14,7 +14,7 @@ const PREFIX = 'tag:';
  * more often, never answered wrongly.
  */
 export class RedisTagStore implements TagStore {
-  private readonly memory = new LRUCache<string, TagRecord>({ max: 50_000 });
+  private readonly memory = growingLru<string, TagRecord>(50_000);
 
   constructor(private readonly redis: Redis) {}
 

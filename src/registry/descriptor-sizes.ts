@@ -1,7 +1,7 @@
-import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
 import { referencedDescriptors } from '../oci/manifest.ts';
 import type { StoredManifest } from '../store/manifest-store.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 /** Enough for the layers of tens of thousands of images; an entry is a few hundred bytes. */
 const MAX_ENTRIES = 200_000;
@@ -19,7 +19,7 @@ const MAX_ENTRIES = 200_000;
  * size.
  */
 export class DescriptorSizes {
-  private readonly sizes = new LRUCache<string, number>({ max: MAX_ENTRIES });
+  private readonly sizes = growingLru<string, number>(MAX_ENTRIES);
   /**
    * The repositories each manifest was already read for (the stores hand out
    * the same object while it is hot): a warm tag parses nothing.

@@ -1,6 +1,5 @@
 import type { Logger } from 'pino';
 import { RegistryError } from '../errors.ts';
-import { LRUCache } from 'lru-cache';
 import { digestOf, type Digest } from '../oci/digest.ts';
 import { parseIndex, type Descriptor, type ManifestIndex } from '../oci/manifest.ts';
 import { clientAcceptsIndex, isIndexMediaType, isManifestMediaType, MediaType } from '../oci/media-types.ts';
@@ -19,6 +18,7 @@ import { SingleFlight } from '../util/single-flight.ts';
 import type { CacheOutcome } from '../observability/cache-outcome.ts';
 import type { DescriptorSizes } from './descriptor-sizes.ts';
 import type { RepositoryAccess } from './repository-access.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 export interface ManifestAnswer {
   manifest: StoredManifest;
@@ -74,7 +74,7 @@ export class ManifestService {
   private readonly tagFlights = new SingleFlight<TagAnswer>();
   private readonly digestFlights = new SingleFlight<StoredManifest>();
   /** Narrowed indexes by (upstream, index digest, kept entry): computed once, not per request. */
-  private readonly filteredIndexes = new LRUCache<string, StoredManifest>({ max: 10_000 });
+  private readonly filteredIndexes = growingLru<string, StoredManifest>(10_000);
   private readonly now: () => number;
 
   constructor(private readonly opts: ManifestServiceOptions) {

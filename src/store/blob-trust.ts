@@ -1,7 +1,7 @@
-import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
 import type { VerifyOutcome } from './blob-store.ts';
 import { HashingCheck, TrustedCheck, type DamagedBlobError, type ReadCheck, type StoredCopy } from './read-check.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 /**
  * Digests remembered as verified. A digest that falls out is hashed again on
@@ -21,7 +21,7 @@ interface OpenCopy extends StoredCopy {
  * found damaged cuts every read of it, trusted ones included.
  */
 export class BlobTrust {
-  private readonly verified = new LRUCache<Digest, true>({ max: MAX_TRUSTED });
+  private readonly verified = growingLru<Digest, true>(MAX_TRUSTED);
   private readonly open = new Map<Digest, OpenCopy>();
   private readonly verifying = new Map<Digest, Promise<VerifyOutcome>>();
 

@@ -1,11 +1,11 @@
 import { createHash } from 'node:crypto';
 import { access, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
 import type { DiskBudget } from './disk-budget.ts';
 import { scanRecords } from './scan-records.ts';
 import { UseTimes } from './use-times.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 /** Which repositories of an upstream are known to hold a digest (see RepositoryAccess). */
 export interface ConfirmationStore {
@@ -25,7 +25,7 @@ export interface ConfirmationStore {
  */
 export class FsConfirmationStore implements ConfirmationStore {
   private readonly dir: string;
-  private readonly known = new LRUCache<string, true>({ max: 100_000 });
+  private readonly known = growingLru<string, true>(100_000);
   private readonly useTimes: UseTimes;
 
   constructor(

@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LRUCache } from 'lru-cache';
 import type { Digest } from '../oci/digest.ts';
 import { atomicWrite } from './atomic-write.ts';
 import type { DiskBudget } from './disk-budget.ts';
 import { scanRecords } from './scan-records.ts';
 import { UseTimes } from './use-times.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 export interface TagRecord {
   digest: Digest;
@@ -39,7 +39,7 @@ export interface TagEntry {
  */
 export class FsTagStore implements TagStore {
   /** The disk holds every tag; memory the hot ones, each with its file's key in the disk budget. */
-  private readonly memory = new LRUCache<string, { record: TagRecord; file: string }>({ max: 50_000 });
+  private readonly memory = growingLru<string, { record: TagRecord; file: string }>(50_000);
   private readonly dir: string;
   private readonly tmpDir: string;
   private readonly useTimes: UseTimes;

@@ -1,6 +1,6 @@
 import { utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { LRUCache } from 'lru-cache';
+import { growingLru } from '../util/growing-lru.ts';
 
 /** A file's time reaches the disk at most this often: a hit stays cheap. */
 const INTERVAL_MS = 60_000;
@@ -11,7 +11,7 @@ const INTERVAL_MS = 60_000;
  * budget rebuilds at start-up is the order of use, not of writing.
  */
 export class UseTimes {
-  private readonly last = new LRUCache<string, number>({ max: 100_000 });
+  private readonly last = growingLru<string, number>(100_000);
 
   constructor(private readonly cacheDir: string) {}
 

@@ -1,10 +1,11 @@
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import { request, type Dispatcher } from 'undici';
 import { RegistryError } from '../errors.ts';
 import { parseChallenges, type Challenge } from './challenge.ts';
 import { SingleFlight } from '../util/single-flight.ts';
 import { readLimited } from './body.ts';
 import { badUpstream, upstreamTransportError } from './errors.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 export interface Credentials {
   username: string;
@@ -54,7 +55,7 @@ export class UpstreamAuth {
     private readonly dispatcher: Dispatcher,
     private readonly timeoutMs: number,
   ) {
-    this.tokens = new LRUCache<string, string>({ max: 1000, ttlAutopurge: false });
+    this.tokens = growingLru<string, string>(1000, { ttlAutopurge: false });
     this.credentialRealms = new Set([upstreamUrl.hostname, ...(KNOWN_TOKEN_REALMS[upstreamUrl.hostname] ?? []), ...tokenRealms]);
   }
 

@@ -1,7 +1,7 @@
-import { LRUCache } from 'lru-cache';
 import type { Config } from '../config/schema.ts';
 import { parsePlatform, type Platform } from '../platform/platform.ts';
 import { upstreamRepository, type Route, type Router } from '../routing/router.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 /** One per-architecture repository of a virtual image. */
 export interface VirtualMember {
@@ -47,7 +47,7 @@ interface Definition {
 export class VirtualCatalog {
   private readonly definitions: Definition[];
   /** Resolved images by home and repository (templates make one per name). */
-  private readonly resolved = new LRUCache<string, VirtualImage>({ max: 10_000 });
+  private readonly resolved = growingLru<string, VirtualImage>(10_000);
 
   constructor(
     config: Config['virtual'],

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { LRUCache } from 'lru-cache';
+import type { LRUCache } from 'lru-cache';
 import { RegistryError } from '../errors.ts';
 import type { Digest } from '../oci/digest.ts';
 import { parseIndex, referencedDigests, type Descriptor } from '../oci/manifest.ts';
@@ -13,6 +13,7 @@ import { FAN_OUT, mapLimitSettled } from '../util/bounded-map.ts';
 import { assembleIndex, indexFormatFor } from './assemble.ts';
 import type { VirtualProvenance } from './provenance.ts';
 import type { VirtualImage, VirtualMember } from './virtual-catalog.ts';
+import { growingLru } from '../util/growing-lru.ts';
 
 /**
  * Manifest store key of the indexes archway assembles for one virtual name (not
@@ -45,7 +46,7 @@ export class VirtualImageService {
    * each needs its own provenance. Forgotten after a minute, so the records are
    * written again now and then (a shared Redis may have lost them).
    */
-  private readonly kept = new LRUCache<string, true>({ max: 10_000, ttl: 60_000 });
+  private readonly kept = growingLru<string, true>(10_000, { ttl: 60_000 });
 
   /** Members without a tag, remembered for the tag TTL: not asked again on every request of the virtual tag. */
   private readonly missing: LRUCache<string, RegistryError>;
@@ -56,7 +57,7 @@ export class VirtualImageService {
     private readonly logger: Logger,
     tagTtlMs: number,
   ) {
-    this.missing = new LRUCache<string, RegistryError>({ max: 10_000, ttl: Math.max(1, tagTtlMs) });
+    this.missing = growingLru<string, RegistryError>(10_000, { ttl: Math.max(1, tagTtlMs) });
   }
 
   source(image: VirtualImage): ManifestSource {
