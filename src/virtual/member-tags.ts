@@ -33,8 +33,12 @@ export class MemberTags {
     private readonly logger: Logger,
     tagTtlMs: number,
     private readonly limits: MemberTagLimits,
+    /** The TTL's clock, for tests that move time; lru-cache's own (performance.now) otherwise. */
+    now?: () => number,
   ) {
     this.lists = new LRUCache<string, readonly string[], Route>({
+      // ttlResolution 0: lru-cache would otherwise keep a clock reading for a real millisecond.
+      ...(now ? { perf: { now }, ttlResolution: 0 } : {}),
       max: 10_000,
       maxSize: KEPT_TAG_CHARS,
       sizeCalculation: (tags) => tags.reduce((sum, t) => sum + t.length + TAG_OVERHEAD, 1),
