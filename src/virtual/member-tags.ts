@@ -11,8 +11,9 @@ export interface MemberTagLimits {
 }
 
 /**
- * Tag text kept across all member lists: about 200 lists at the default limits of
- * 10,000 tags of the longest length, and thousands of ordinary ones.
+ * Tag text kept across all member lists (least recently used lists go first): over
+ * 20 lists at the default limits with every tag 128 characters long, about a
+ * thousand lists of 1,000 ordinary tags.
  */
 const KEPT_TAG_CHARS = 32 * 1024 * 1024;
 /** Per tag, besides its characters: what an array slot and a string header cost, roughly. */
