@@ -29,6 +29,7 @@ import { resolveCredentials } from './upstream/credentials.ts';
 import { Dispatchers } from './upstream/dispatcher.ts';
 import type { Upstream } from './upstream/upstream.ts';
 import { VirtualCatalog } from './virtual/virtual-catalog.ts';
+import { MemberTags } from './virtual/member-tags.ts';
 import { VirtualImageService } from './virtual/virtual-image-service.ts';
 import { VirtualProvenance } from './virtual/provenance.ts';
 
@@ -124,7 +125,8 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
   });
   const blobs = new BlobService(blobStore, fills, access, metrics, sizes);
   const virtualCatalog = new VirtualCatalog(config.virtual, config.defaultUpstream, router);
-  const virtualImages = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl);
+  const memberTags = new MemberTags(logger, config.cache.tagTtl, { pages: config.limits.memberTagPages, tags: config.limits.memberTags });
+  const virtualImages = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl, memberTags);
   const auth = config.auth ? clientAuth(config.auth, config.defaultUpstream, metrics) : undefined;
   const perClient = config.limits.perClient;
   const jobs = new PrefetchJobs(manifests, blobs, logger);

@@ -314,6 +314,13 @@ export const configSchema = z
          * large downloads and hangs up cannot make archway fetch them all.
          */
         backgroundFills: z.number().int().min(0).default(8),
+        /**
+         * Pages of one member's tag list a virtual image's tags/list follows (the upstream's
+         * `Link: rel="next"`), and tags it keeps of it: an upstream that links on forever must not
+         * make one tags/list request endless. Beyond either, the list is cut short (and logged).
+         */
+        memberTagPages: z.number().int().positive().default(100),
+        memberTags: z.number().int().positive().default(10_000),
       })
       .strict()
       .prefault({}),

@@ -16,3 +16,13 @@ export function rewriteLink(link: string, upstreamRepository: string, clientName
     return `<${path}>`;
   });
 }
+
+/**
+ * The spec's link to the next page of a tag list archway pages itself (a
+ * virtual image's): relative, so it comes back through archway, with the
+ * client's n and ?ns= kept.
+ */
+export function nextPageLink(clientName: string, next: { n: number; last: string }, ns?: string): string {
+  const nsParam = ns === undefined ? '' : `&ns=${encodeURIComponent(ns)}`;
+  return `</v2/${clientName}/tags/list?n=${next.n}&last=${encodeURIComponent(next.last)}${nsParam}>; rel="next"`;
+}

@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.ts';
 import { acceptedMediaTypes } from '../oci/media-types.ts';
+import { tagPageRequest } from '../oci/tag-list.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import { isDirectBody } from '../store/blob-store.ts';
 import type { ManifestService, ManifestSource } from '../registry/manifest-service.ts';
@@ -11,7 +12,7 @@ import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
 import { checkGrants } from './grants.ts';
 import { firstHeader } from '../util/headers.ts';
-import { rewriteLink } from './link.ts';
+import { nextPageLink, rewriteLink } from './link.ts';
 import { parseRange } from './range.ts';
 import { sendDirect } from './send-direct.ts';
 import { parseV2Path } from './v2-path.ts';
@@ -77,7 +78,7 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
       case 'blob':
         return blob(request, reply, services, virtual ? await services.virtualImages.blobRoute(virtual, target.digest) : route, target.digest);
       case 'tags':
-        if (virtual) return virtualTags(reply, services.virtualImages, virtual, target.name, new URLSearchParams(query));
+        if (virtual) return virtualTags(reply, services.virtualImages, virtual, target.name, new URLSearchParams(query), ns);
         return tags(reply, route, target.name, upstreamQuery(query), ns);
       case 'referrers':
         // Nothing refers to an index archway made; members' referrers live under their own names.
@@ -172,9 +173,18 @@ async function tags(reply: FastifyReply, route: Route, name: string, query: stri
   return reply.code(res.status).header('content-type', 'application/json').send(withClientName(res.body, route.repository, name));
 }
 
-async function virtualTags(reply: FastifyReply, virtualImages: VirtualImageService, image: VirtualImage, name: string, query: URLSearchParams) {
+async function virtualTags(
+  reply: FastifyReply,
+  virtualImages: VirtualImageService,
+  image: VirtualImage,
+  name: string,
+  query: URLSearchParams,
+  ns: string | undefined,
+) {
   reply.request.archway.outcome = 'pass';
-  return reply.header('content-type', 'application/json').send({ name, tags: await virtualImages.tags(image, query) });
+  const { tags, next } = await virtualImages.tags(image, tagPageRequest(query));
+  if (next) reply.header('link', nextPageLink(name, next, ns));
+  return reply.header('content-type', 'application/json').send({ name, tags });
 }
 
 async function referrers(reply: FastifyReply, route: Route, digest: Parameters<BlobService['get']>[1], query: string) {

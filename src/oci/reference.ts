@@ -21,8 +21,12 @@ export function parseName(name: string): string {
   return name;
 }
 
+export function isTag(tag: string): boolean {
+  return TAG.test(tag);
+}
+
 export function parseTag(tag: string): string {
-  if (!TAG.test(tag)) throw new RegistryError('TAG_INVALID', 'invalid tag', { detail: { tag } });
+  if (!isTag(tag)) throw new RegistryError('TAG_INVALID', 'invalid tag', { detail: { tag } });
   return tag;
 }
 

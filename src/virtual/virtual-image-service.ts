@@ -4,6 +4,7 @@ import { RegistryError } from '../errors.ts';
 import type { Digest } from '../oci/digest.ts';
 import { parseIndex, referencedDigests, type Descriptor } from '../oci/manifest.ts';
 import { isIndexMediaType } from '../oci/media-types.ts';
+import { tagPage, type TagPage, type TagPageRequest } from '../oci/tag-list.ts';
 import { bestMatch } from '../platform/match.ts';
 import { formatPlatform } from '../platform/platform.ts';
 import type { CacheOutcome } from '../observability/cache-outcome.ts';
@@ -11,6 +12,7 @@ import type { ManifestAnswer, ManifestService, ManifestSource } from '../registr
 import type { Route } from '../routing/router.ts';
 import { FAN_OUT, mapLimitSettled } from '../util/bounded-map.ts';
 import { assembleIndex, indexFormatFor } from './assemble.ts';
+import type { MemberTags } from './member-tags.ts';
 import type { VirtualProvenance } from './provenance.ts';
 import type { VirtualImage, VirtualMember } from './virtual-catalog.ts';
 import { growingLru } from '../util/growing-lru.ts';
@@ -56,6 +58,7 @@ export class VirtualImageService {
     private readonly provenance: VirtualProvenance,
     private readonly logger: Logger,
     tagTtlMs: number,
+    private readonly memberTags: MemberTags,
   ) {
     this.missing = growingLru<string, RegistryError>(10_000, { ttl: Math.max(1, tagTtlMs) });
   }
@@ -82,24 +85,27 @@ export class VirtualImageService {
     return member.route;
   }
 
-  /** Tags any member has, sorted, paginated with n and last as the spec says. */
-  async tags(image: VirtualImage, query: URLSearchParams): Promise<string[]> {
-    const lists = await mapLimitSettled(image.members, FAN_OUT, (m) => m.route.upstream.listTags(m.route.repository, ''));
+  /**
+   * Tags any member has (a tag counts when one member has it, as the index for
+   * it is made of the members that have it), sorted, paged with n and last as
+   * the spec says. A member whose list cannot be read is left out.
+   */
+  async tags(image: VirtualImage, request: TagPageRequest): Promise<TagPage> {
+    const lists = await mapLimitSettled(image.members, FAN_OUT, (m) => this.memberTags.of(m.route));
     const all = new Set<string>();
-    for (const result of lists) {
-      if (result.status !== 'fulfilled' || result.value.status !== 200) continue;
-      try {
-        const tags = (JSON.parse(result.value.body.toString('utf8')) as { tags?: unknown }).tags;
-        if (Array.isArray(tags)) for (const t of tags) if (typeof t === 'string') all.add(t);
-      } catch {
-        // an unreadable list contributes nothing
+    for (const [i, result] of lists.entries()) {
+      const tags = result.status === 'fulfilled' ? result.value : undefined;
+      if (tags) {
+        for (const t of tags) all.add(t);
+        continue;
       }
+      const member = image.members[i] as VirtualMember;
+      this.logger.warn(
+        { virtual: `${image.home}/${image.repository}`, member: `${member.route.upstream.name}/${member.route.repository}`, platform: member.key },
+        'virtual image member left out of tags/list',
+      );
     }
-    const last = query.get('last');
-    const n = Number(query.get('n') ?? NaN);
-    let sorted = [...all].sort();
-    if (last !== null) sorted = sorted.filter((t) => t > last);
-    return Number.isInteger(n) && n >= 0 ? sorted.slice(0, n) : sorted;
+    return tagPage([...all].sort(), request);
   }
 
   private async tag(image: VirtualImage, tag: string, accepted: ReadonlySet<string>): Promise<ManifestAnswer> {
