@@ -40,7 +40,6 @@ export class MemberTags {
     this.lists = new LRUCache<string, readonly string[], Route>({
       // ttlResolution 0: lru-cache would otherwise keep a clock reading for a real millisecond.
       ...(now ? { perf: { now }, ttlResolution: 0 } : {}),
-      max: 10_000,
       maxSize: KEPT_TAG_CHARS,
       sizeCalculation: (tags) => tags.reduce((sum, t) => sum + t.length + TAG_OVERHEAD, 1),
       ttl: Math.max(1, tagTtlMs),
