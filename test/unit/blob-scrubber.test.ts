@@ -87,7 +87,8 @@ describe('BlobScrubber', () => {
     for (const d of [digests[0], digests[2]] as Digest[]) assert.ok(await exists(blobFilePath(dir, d)), 'intact blobs kept');
     // 1.5 MiB at 1 MiB/s: after the first chunk, the rest cannot arrive in under about a second.
     const total = reads.reduce((sum, r) => sum + r.n, 0);
-    assert.ok(total >= 1.5 * MiB - 1);
+    // The two intact blobs whole (the damaged one may be cut before its last chunk is counted).
+    assert.ok(total >= 1 * MiB, `${total} bytes read`);
     const span = (reads.at(-1)!.at - reads[0]!.at) / 1000;
     assert.ok(span >= 1.0, `read at the rate: ${total} bytes in ${span.toFixed(2)} s`);
   });
