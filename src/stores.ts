@@ -36,10 +36,16 @@ export interface Stores {
  * confirmations, the blob index and fill leases (replicas sharing one cache).
  * Redis without a bucket shares tags and confirmations only.
  */
-export async function createStores(config: Readonly<Config>, logger: Logger, onEvict: () => void, onDamaged: () => void = () => {}): Promise<Stores> {
+export async function createStores(
+  config: Readonly<Config>,
+  logger: Logger,
+  onEvict: () => void,
+  onDamaged: () => void = () => {},
+  onRedisReachable: (reachable: boolean) => void = () => {},
+): Promise<Stores> {
   // Keys per cache: two deployments sharing a Redis database must not share an index or leases.
   const namespace = config.storage.type === 's3' && config.storage.s3 ? `${config.storage.s3.bucket}/${config.storage.s3.prefix}` : 'filesystem';
-  const redis = config.redis ? await connectRedis(config.redis.url, logger, namespace) : undefined;
+  const redis = config.redis ? await connectRedis(config.redis.url, logger, namespace, undefined, onRedisReachable) : undefined;
   const bucket = config.storage.type === 's3' && config.storage.s3 ? new S3Bucket(config.storage.s3) : undefined;
   const blobs: BlobStore = bucket
     ? new S3BlobStore({

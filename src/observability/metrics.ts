@@ -104,6 +104,11 @@ export function createMetrics() {
       help: 'Bytes of blobs held in the cache',
       registers: [registry],
     }),
+    cacheBudget: new Gauge({
+      name: 'archway_cache_budget_bytes',
+      help: 'cache.maxSize: the bytes the cache may hold before it evicts (beside archway_cache_bytes, how full it is)',
+      registers: [registry],
+    }),
     cacheBlobs: new Gauge({
       name: 'archway_cache_blobs',
       help: 'Blobs held in the cache',
@@ -134,6 +139,11 @@ export function createMetrics() {
       name: 'archway_client_connections_dropped_total',
       help: 'Client connections closed by archway: stalled (took no bytes for timeouts.clientIdle) or over server.maxConnections',
       labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    coordinationDegraded: new Gauge({
+      name: 'archway_coordination_degraded',
+      help: '1 while the configured Redis is unreachable and this replica coordinates within itself only; 0 when connected or when no Redis is configured',
       registers: [registry],
     }),
     evictions: new Counter({
