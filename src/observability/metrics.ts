@@ -152,6 +152,12 @@ export function createMetrics() {
       registers: [registry],
     }),
   };
+  // Series that exist from the start: a series first scraped after its first increment shows no
+  // increase to rate(), so a hit ratio or byte split would stay blank until the second event.
+  for (const kind of ['blob', 'manifest', 'tag']) {
+    for (const outcome of ['hit', 'miss', 'coalesced']) m.cacheLookups.inc({ kind, outcome }, 0);
+  }
+  for (const source of ['cache', 'upstream']) m.servedBytes.inc({ source }, 0);
   return m;
 }
 

@@ -10,10 +10,15 @@ import { after, before, describe, it } from 'node:test';
 import { request } from 'undici';
 import { parse as parseYaml } from 'yaml';
 import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
+import { sha256Digest } from '../harness/digest.ts';
+import { ACCEPT, http } from '../harness/http.ts';
+import { buildImage } from '../harness/images.ts';
 import { ensureCommands } from '../harness/packages.ts';
 import { run, waitFor } from '../harness/process.ts';
+import { startPrometheus, type PrometheusHandle } from '../harness/prometheus.ts';
 import { startRedis, type RedisHandle } from '../harness/redis.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
+import { pushLayout } from '../harness/skopeo.ts';
 import { tempDir } from '../harness/tmp.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -64,9 +69,25 @@ function dashboardQueries(dash: Dashboard): string[] {
   return allPanels(dash.panels).flatMap((p) => (p.targets ?? []).map((t) => t.expr ?? ''));
 }
 
-/** Grafana's variables replaced by what they expand to, so promtool can parse the query. */
-function asPromql(expr: string): string {
-  return expr.replaceAll('$__rate_interval', '5m').replaceAll('$job', '.*').replaceAll('$instance', '.*');
+/** Grafana's variables replaced by what they expand to (All, or one job), so Prometheus can run the query. */
+function asPromql(expr: string, rateInterval = '5m', job = '.*'): string {
+  return expr.replaceAll('$__rate_interval', rateInterval).replaceAll('$job', job).replaceAll('$instance', '.*');
+}
+
+/** The dashboard's queries by panel title. */
+function queriesByPanel(dash: Dashboard): Array<{ title: string; expr: string }> {
+  return allPanels(dash.panels).flatMap((p) => (p.targets ?? []).map((t) => ({ title: p.title, expr: t.expr ?? '' })));
+}
+
+/** Pull one image through archway: its manifest by tag, then every blob. */
+async function pull(archway: ArchwayHandle, name: string, blobs: string[]): Promise<void> {
+  const top = await http(`${archway.url}/v2/${name}/manifests/latest`, { headers: { accept: ACCEPT.all } });
+  assert.equal(top.status, 200, top.body.toString('utf8'));
+  for (const digest of blobs) {
+    const blob = await http(`${archway.url}/v2/${name}/blobs/${digest}`);
+    assert.equal(blob.status, 200, `blob ${digest}`);
+    assert.equal(sha256Digest(blob.body), digest);
+  }
 }
 
 function metricNames(exprs: string[]): Set<string> {
@@ -173,6 +194,87 @@ describe('operator dashboard and alerts', () => {
       'archway_cache_byte',
       'archway_cache_bytes_count',
     ]);
+  });
+
+  it('on a real Prometheus scraping archway after a pull, every dashboard query runs, the main panels show data, and every rule evaluates', async () => {
+    const work = await tempDir('archway-dash-image-');
+    const built = await buildImage({ dir: work, tag: 'latest', platforms: [{ os: 'linux', architecture: 'amd64' }], format: 'oci', layerSizes: [64 * 1024], seed: 'dash', index: false });
+    await pushLayout(built, { hostPort: registry.hostPort, name: 'library/dash' });
+    const manifest = built.manifests[0];
+    assert.ok(manifest);
+    const blobs = [manifest.configDigest, ...manifest.layers.map((l) => l.digest)];
+    const prometheus: PrometheusHandle = await startPrometheus({ target: archway.hostPort, job: 'archway', ruleFiles: [RULES] });
+    try {
+      // A rate is the increase between two scrapes: the first must come before the pulls (and
+      // find the lookup series already there, at 0).
+      await waitFor(async () => (await prometheus.query('archway_http_requests_total{job="archway"}')).length > 0, {
+        timeoutMs: 30_000,
+        description: 'Prometheus to scrape archway',
+      });
+      await pull(archway, 'library/dash', blobs); // misses: fetched from the registry
+      await pull(archway, 'library/dash', blobs); // hits
+      // Prometheus has scraped the hits, twice (a rate needs two samples).
+      // Series born with the pulls (upstream requests, by status) need one more scrape for a rate.
+      await waitFor(
+        async () =>
+          (await prometheus.query('rate(archway_cache_lookups_total{kind="blob", outcome=~"hit|miss"}[30s]) > 0')).length === 2 &&
+          (await prometheus.query('rate(archway_upstream_request_seconds_count[30s])')).length > 0,
+        {
+          timeoutMs: 30_000,
+          description: 'Prometheus to see the blob hits and misses',
+        },
+      );
+
+      const dash = await readDashboard();
+      const results = new Map<string, number>();
+      for (const { title, expr } of queriesByPanel(dash)) {
+        // Runs, without a parse error or a many-to-many matching error only evaluation finds.
+        const samples = await prometheus.query(asPromql(expr, '30s', 'archway'));
+        results.set(title, (results.get(title) ?? 0) + samples.length);
+      }
+      const shown = [
+        'Blob hit ratio',
+        'Bytes from cache',
+        'Cache used',
+        'Fills in flight',
+        'Storage failing',
+        'Redis coordination lost',
+        'Hit ratio by kind',
+        'Bytes served: cache vs upstream',
+        'Lookups by outcome',
+        'Cache size vs budget',
+        'Evictions',
+        'Blobs held',
+        'Upstream requests by status',
+        'Upstream errors',
+        'Upstream latency',
+        'Upstream requests in flight',
+        'Requests by status',
+        'Redis coordination',
+        'Memory and event loop',
+      ];
+      for (const title of shown) assert.ok((results.get(title) ?? 0) > 0, `panel "${title}" shows data`);
+      const [hitRatio] = await prometheus.query(asPromql(queriesByPanel(dash).find((q) => q.title === 'Blob hit ratio')?.expr ?? '', '30s', 'archway'));
+      const ratio = Number(hitRatio?.value[1]);
+      assert.ok(ratio > 0 && ratio < 1, `blob hit ratio ${ratio} after one cold and one warm pull`);
+
+      // Prometheus evaluates every alert rule without an error.
+      const rules = await readRules();
+      await waitFor(
+        async () => {
+          const loaded = await prometheus.rules();
+          const failing = loaded.filter((r) => r.health === 'err');
+          if (failing.length > 0) throw new Error(failing.map((r) => `${r.name}: ${r.lastError ?? ''}`).join('; '));
+          return loaded.length === rules.length && loaded.every((r) => r.health === 'ok');
+        },
+        { timeoutMs: 30_000, description: 'every rule evaluated' },
+      ).catch(async (err: unknown) => {
+        const failing = (await prometheus.rules()).filter((r) => r.health !== 'ok');
+        assert.fail(`${err instanceof Error ? err.message : String(err)}: ${JSON.stringify(failing)}`);
+      });
+    } finally {
+      await prometheus.stop();
+    }
   });
 
   it('the cache budget panel has its value: archway_cache_budget_bytes is cache.maxSize; without Redis coordination is not degraded', async () => {
