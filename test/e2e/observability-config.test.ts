@@ -40,6 +40,7 @@ interface Target {
 }
 interface Panel {
   id: number;
+  gridPos: { x: number; y: number; w: number; h: number };
   type: string;
   title: string;
   datasource?: { type?: string; uid?: string };
@@ -157,6 +158,15 @@ describe('operator dashboard and alerts', () => {
     const panels = allPanels(dash.panels);
     const ids = panels.map((p) => p.id);
     assert.equal(new Set(ids).size, ids.length, 'panel ids are unique');
+    // No two panels overlap on Grafana's 24-column grid.
+    const boxes = panels.map((p) => ({ title: p.title, ...p.gridPos }));
+    for (const [i, a] of boxes.entries()) {
+      assert.ok(a.x >= 0 && a.x + a.w <= 24, `${a.title}: inside the grid`);
+      for (const b of boxes.slice(i + 1)) {
+        const overlap = a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+        assert.ok(!overlap, `"${a.title}" and "${b.title}" overlap`);
+      }
+    }
     const queried = panels.filter((p) => p.type !== 'row');
     assert.ok(queried.length >= 20, `${queried.length} panels`);
     for (const panel of queried) {
