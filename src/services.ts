@@ -83,7 +83,15 @@ export interface ServicesOptions {
 export async function createServices(config: Readonly<Config>, opts: ServicesOptions = {}): Promise<Services> {
   const logger = opts.logger ?? pino({ level: config.log.level });
   const metrics = createMetrics();
-  const stores = await createStores(config, logger, () => metrics.evictions.inc(), () => metrics.damagedBlobs.inc());
+  // Set once: a panel and an alert compare archway_cache_bytes with it.
+  metrics.cacheBudget.set(config.cache.maxSize);
+  const stores = await createStores(
+    config,
+    logger,
+    () => metrics.evictions.inc(),
+    () => metrics.damagedBlobs.inc(),
+    (reachable) => metrics.coordinationDegraded.set(reachable ? 0 : 1),
+  );
   const { blobs: blobStore, manifests: manifestStore, tags: tagStore, confirmations, coordinator } = stores;
   const storage = new StorageHealth(metrics, logger);
   const scrubber = config.cache.scrub

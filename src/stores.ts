@@ -28,7 +28,13 @@ export interface Stores {
  * confirmations, the blob index and fill leases (replicas sharing one cache).
  * Redis without a bucket shares tags and confirmations only.
  */
-export async function createStores(config: Readonly<Config>, logger: Logger, onEvict: () => void, onDamaged: () => void = () => {}): Promise<Stores> {
+export async function createStores(
+  config: Readonly<Config>,
+  logger: Logger,
+  onEvict: () => void,
+  onDamaged: () => void = () => {},
+  onRedisReachable: (reachable: boolean) => void = () => {},
+): Promise<Stores> {
   const s3Config = config.storage.type === 's3' ? config.storage.s3 : undefined;
   // Keys per cache: two deployments sharing a Redis database must not share an index or leases.
   const namespace = s3Config ? `${s3Config.bucket}/${s3Config.prefix}` : 'filesystem';
@@ -36,7 +42,7 @@ export async function createStores(config: Readonly<Config>, logger: Logger, onE
   // cache (the shipped config) would carry the AWS SDK and ioredis (about 40 MiB) for
   // nothing. test/unit/lazy-imports.test.ts keeps them out of the static import graph.
   const rd = config.redis ? await import('./coordination/redis-modules.ts') : undefined;
-  const redis = rd && config.redis ? await rd.connectRedis(config.redis.url, logger, namespace) : undefined;
+  const redis = rd && config.redis ? await rd.connectRedis(config.redis.url, logger, namespace, undefined, onRedisReachable) : undefined;
   const s3 = s3Config ? await import('./store/s3/s3-modules.ts') : undefined;
   const bucket = s3 && s3Config ? new s3.S3Bucket(s3Config) : undefined;
   const blobs: BlobStore =

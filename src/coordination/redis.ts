@@ -17,7 +17,14 @@ export function keyPrefix(namespace: string): string {
  * waiting; the client keeps reconnecting in the background, and coordination
  * resumes when Redis is back.
  */
-export async function connectRedis(url: string, logger: Logger, namespace = '', readyWithinMs = 3000): Promise<Redis> {
+export async function connectRedis(
+  url: string,
+  logger: Logger,
+  namespace = '',
+  readyWithinMs = 3000,
+  /** Told each change between reachable and unreachable (the metric operators alert on). */
+  onReachable: (reachable: boolean) => void = () => {},
+): Promise<Redis> {
   const redis = new Redis(url, {
     keyPrefix: keyPrefix(namespace),
     enableOfflineQueue: false,
@@ -30,11 +37,13 @@ export async function connectRedis(url: string, logger: Logger, namespace = '', 
   redis.on('error', (err: Error) => {
     if (down) return;
     down = true;
+    onReachable(false);
     logger.warn({ err: err.message }, 'redis unreachable; coordinating within this replica only until it is back');
   });
   redis.on('ready', () => {
     if (down) logger.info('redis is back; coordinating across replicas again');
     down = false;
+    onReachable(true);
   });
   // Start coordinated if Redis is there; if not, start anyway (degraded) and join when it comes.
   await new Promise<void>((resolve) => {

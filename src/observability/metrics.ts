@@ -104,6 +104,11 @@ export function createMetrics() {
       help: 'Bytes of blobs held in the cache',
       registers: [registry],
     }),
+    cacheBudget: new Gauge({
+      name: 'archway_cache_budget_bytes',
+      help: 'cache.maxSize: the bytes the cache may hold before it evicts (beside archway_cache_bytes, how full it is)',
+      registers: [registry],
+    }),
     cacheBlobs: new Gauge({
       name: 'archway_cache_blobs',
       help: 'Blobs held in the cache',
@@ -136,12 +141,23 @@ export function createMetrics() {
       labelNames: ['reason'] as const,
       registers: [registry],
     }),
+    coordinationDegraded: new Gauge({
+      name: 'archway_coordination_degraded',
+      help: '1 while the configured Redis is unreachable and this replica coordinates within itself only; 0 when connected or when no Redis is configured',
+      registers: [registry],
+    }),
     evictions: new Counter({
       name: 'archway_cache_evictions_total',
       help: 'Blobs evicted to stay under cache.maxSize',
       registers: [registry],
     }),
   };
+  // Series that exist from the start: a series first scraped after its first increment shows no
+  // increase to rate(), so a hit ratio or byte split would stay blank until the second event.
+  for (const kind of ['blob', 'manifest', 'tag']) {
+    for (const outcome of ['hit', 'miss', 'coalesced']) m.cacheLookups.inc({ kind, outcome }, 0);
+  }
+  for (const source of ['cache', 'upstream']) m.servedBytes.inc({ source }, 0);
   return m;
 }
 
