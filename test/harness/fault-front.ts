@@ -93,7 +93,7 @@ function writeFlushed(res: ServerResponse, data: Buffer): Promise<void> {
 }
 
 /** Until the response can take more (or is gone). */
-function drained(res: ServerResponse): Promise<void> {
+export function drained(res: ServerResponse): Promise<void> {
   return new Promise((resolve) => {
     const done = () => {
       res.off('drain', done);

@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
+import { drained } from './fault-front.ts';
 
 export type BlobBehaviour =
   /** Chunked, random bytes for as long as the client reads. */
@@ -83,17 +84,7 @@ export async function startRunawayUpstream(): Promise<RunawayUpstream> {
     const send = async (chunk: Buffer): Promise<boolean> => {
       if (closed) return false;
       s.bytesSent += chunk.length;
-      if (!res.write(chunk)) {
-        await new Promise<void>((resolve) => {
-          const done = () => {
-            res.off('drain', done);
-            res.off('close', done);
-            resolve();
-          };
-          res.on('drain', done);
-          res.on('close', done);
-        });
-      }
+      if (!res.write(chunk)) await drained(res);
       return !closed;
     };
     void (async () => {
