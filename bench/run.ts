@@ -16,6 +16,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { link, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { get as httpGet, Agent as HttpAgent } from 'node:http';
 import { cpus, totalmem } from 'node:os';
@@ -23,7 +24,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { stringify } from 'yaml';
+import { parse, stringify } from 'yaml';
 import { archwayEntry, startArchwayProcess, type ArchwayProcess } from '../test/harness/archway-process.ts';
 import { startDockerd, type DockerdHandle } from '../test/harness/dockerd.ts';
 import { buildImage } from '../test/harness/images.ts';
@@ -257,13 +258,16 @@ interface Target {
   stop(): Promise<void>;
 }
 
+/**
+ * archway as it ships (config/default.yaml, request logging at info included): only the
+ * upstream's URL and the cache directory are the bench's.
+ */
 function archwayConfig(upstreamUrl: string, cacheDir?: string): Record<string, unknown> {
+  const shipped = parse(readFileSync(join(ROOT, 'config', 'default.yaml'), 'utf8')) as { cache: Record<string, unknown>; upstreams: Record<string, Record<string, unknown>> };
   return {
-    upstreams: { 'docker.io': { url: upstreamUrl } },
-    defaultUpstream: 'docker.io',
-    cache: { tagTtl: '10m', maxSize: '100GiB', ...(cacheDir ? { dir: cacheDir } : {}) },
-    timeouts: { connect: '5s', headers: '60s', bodyIdle: '60s' },
-    log: { level: 'warn' },
+    ...shipped,
+    upstreams: { 'docker.io': { ...shipped.upstreams['docker.io'], url: upstreamUrl } },
+    cache: { ...shipped.cache, ...(cacheDir ? { dir: cacheDir } : {}) },
   };
 }
 
