@@ -57,19 +57,15 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
     request.archway.route = target.endpoint;
     // containerd mirrors name the registry they mean in ?ns= on every request; it is echoed back.
     const ns = new URLSearchParams(query).get('ns') ?? undefined;
-    const resolve = (name: string) => {
-      const route = services.router.resolve(name, ns);
-      checkGrants(request.principal, name, route, services.virtualCatalog.match(route));
-      // Echoed only once it names a configured registry (never arbitrary client text in a header).
-      if (ns !== undefined) reply.header('oci-namespace', ns);
-      request.archway.repository = `${route.upstream.name}/${route.repository}`;
-      if (target.endpoint === 'manifest' && target.reference.kind === 'tag') request.archway.tag = target.reference.tag;
-      return route;
-    };
     if (target.endpoint === 'base') return reply.header('content-type', 'application/json').send({});
-    const route = resolve(target.name);
+    const route = services.router.resolve(target.name, ns);
     // A virtual image (config `virtual`) is answered from its members' repositories.
     const virtual = services.virtualCatalog.match(route);
+    checkGrants(request.principal, target.name, route, virtual);
+    // Echoed only once it names a configured registry (never arbitrary client text in a header).
+    if (ns !== undefined) reply.header('oci-namespace', ns);
+    request.archway.repository = `${route.upstream.name}/${route.repository}`;
+    if (target.endpoint === 'manifest' && target.reference.kind === 'tag') request.archway.tag = target.reference.tag;
     switch (target.endpoint) {
       case 'manifest': {
         const source = virtual ? services.virtualImages.source(virtual) : services.manifests.source(route);

@@ -33,7 +33,7 @@ export class FsConfirmationStore implements ConfirmationStore {
     private readonly budget?: DiskBudget,
   ) {
     this.dir = join(cacheDir, 'access');
-    this.useTimes = new UseTimes(cacheDir);
+    this.useTimes = UseTimes.under(cacheDir);
   }
 
   async init(): Promise<void> {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat, unlink, utimes, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../oci/digest.ts';
@@ -10,6 +10,7 @@ import { BlobTrust } from './blob-trust.ts';
 import { DiskBudget, isRecordKey } from './disk-budget.ts';
 import { FileBody } from './file-body.ts';
 import { readThrough, type DamagedBlobError } from './read-check.ts';
+import { UseTimes } from './use-times.ts';
 
 /**
  * Reads of cached blobs: 256 KiB chunks through recycled buffers held the
@@ -21,9 +22,6 @@ const IDLE_READ_BUFFERS = 32;
 /** Shard directories scanned at once at start (each holds ~1/256 of the blobs). */
 const SCAN_PARALLEL_SHARDS = 16;
 const EMPTY_SHA256 = 'sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
-
-/** Access times reach the disk at most this often per blob, so hits stay cheap. */
-const TOUCH_INTERVAL_MS = 60_000;
 
 export interface FsBlobStoreOptions {
   dir: string;
@@ -57,7 +55,8 @@ export class FsBlobStore implements BlobStore {
    */
   readonly budget: DiskBudget;
   private readonly readBuffers = new BufferPool(READ_CHUNK_BYTES, IDLE_READ_BUFFERS);
-  private readonly lastTouch = new Map<Digest, number>();
+  /** A hit's time reaches the blob's file (the LRU order after a restart), at most once a minute. */
+  private readonly useTimes = new UseTimes((digest) => this.path(digest as Digest));
   private readonly indexing = new BackgroundIndexing<Digest>();
   private readonly trust = new BlobTrust((err) => void this.removeDamaged(err));
   private indexed: Promise<void> = Promise.resolve();
@@ -190,7 +189,7 @@ export class FsBlobStore implements BlobStore {
       done();
       this.release(digest);
     });
-    if (serve) this.touchFile(digest, path);
+    if (serve) this.useTimes.used(digest);
     return { size, stream };
   }
 
@@ -252,7 +251,6 @@ export class FsBlobStore implements BlobStore {
     if (this.budget.isPinned(digest)) return false;
     this.indexing.decide(digest);
     this.budget.forget(digest);
-    this.lastTouch.delete(digest);
     this.trust.forget(digest);
     try {
       await unlink(this.path(digest));
@@ -273,7 +271,6 @@ export class FsBlobStore implements BlobStore {
     this.trust.condemn(digest);
     this.indexing.decide(digest);
     this.budget.forget(digest);
-    this.lastTouch.delete(digest);
     this.opts.logger.error({ digest, reason: err.reason }, 'cached blob is damaged: removed, the next request fetches it again');
     this.opts.onDamaged?.(digest);
     await unlink(this.path(digest)).catch((e: NodeJS.ErrnoException) => {
@@ -296,17 +293,8 @@ export class FsBlobStore implements BlobStore {
     return blobFilePath(this.opts.dir, digest);
   }
 
-  private touchFile(digest: Digest, path: string): void {
-    const now = Date.now();
-    if ((this.lastTouch.get(digest) ?? 0) + TOUCH_INTERVAL_MS > now) return;
-    this.lastTouch.set(digest, now);
-    const t = new Date(now);
-    utimes(path, t, t).catch(() => undefined);
-  }
-
   /** The budget evicted this blob: remove its file. */
   private async removeEvicted(digest: Digest, size: number): Promise<void> {
-    this.lastTouch.delete(digest);
     this.trust.forget(digest);
     try {
       await unlink(this.path(digest));

@@ -50,7 +50,7 @@ export class FsManifestStore implements ManifestStore {
   ) {
     this.dir = join(cacheDir, 'manifests');
     this.tmpDir = join(cacheDir, 'tmp');
-    this.useTimes = new UseTimes(cacheDir);
+    this.useTimes = UseTimes.under(cacheDir);
   }
 
   async init(): Promise<void> {

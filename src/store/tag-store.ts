@@ -51,7 +51,7 @@ export class FsTagStore implements TagStore {
   ) {
     this.dir = join(cacheDir, 'tags');
     this.tmpDir = join(cacheDir, 'tmp');
-    this.useTimes = new UseTimes(cacheDir);
+    this.useTimes = UseTimes.under(cacheDir);
   }
 
   async init(): Promise<void> {

@@ -13,14 +13,19 @@ const INTERVAL_MS = 60_000;
 export class UseTimes {
   private readonly last = growingLru<string, number>(100_000);
 
-  constructor(private readonly cacheDir: string) {}
+  /** `pathOf(key)`: the file of a key, asked only when its time is written. */
+  constructor(private readonly pathOf: (key: string) => string) {}
 
-  /** `record`: the file's path under the cache directory. */
-  used(record: string): void {
+  /** Files named by their path under a cache directory (manifests, tags, confirmations). */
+  static under(cacheDir: string): UseTimes {
+    return new UseTimes((record) => join(cacheDir, record));
+  }
+
+  used(key: string): void {
     const now = Date.now();
-    if ((this.last.get(record) ?? 0) + INTERVAL_MS > now) return;
-    this.last.set(record, now);
+    if ((this.last.get(key) ?? 0) + INTERVAL_MS > now) return;
+    this.last.set(key, now);
     const t = new Date(now);
-    utimes(join(this.cacheDir, record), t, t).catch(() => undefined);
+    utimes(this.pathOf(key), t, t).catch(() => undefined);
   }
 }
