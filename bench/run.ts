@@ -251,6 +251,36 @@ end
   };
 }
 
+/** Clock ticks per second of /proc's utime and stime (USER_HZ: 100 on Linux). */
+const CLOCK_TICKS = 100;
+
+/**
+ * CPU seconds (user + system) used so far by a process and every process under
+ * it (nginx's workers): /proc, read the same way for every target, so the
+ * figure per unit of work does not depend on how fast the machine is.
+ */
+export async function cpuSeconds(rootPid: number): Promise<number> {
+  const procs: Array<{ pid: number; ppid: number; ticks: number }> = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const text = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    // The command may hold spaces and parentheses: fields are counted from the last ')'.
+    const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
+    if (fields.length < 13) continue;
+    procs.push({ pid: Number(name), ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+  }
+  const tree = new Set([rootPid]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const p of procs) {
+      if (tree.has(p.pid) || !tree.has(p.ppid)) continue;
+      tree.add(p.pid);
+      grew = true;
+    }
+  }
+  return procs.filter((p) => tree.has(p.pid)).reduce((sum, p) => sum + p.ticks, 0) / CLOCK_TICKS;
+}
+
 interface Target {
   name: string;
   url: string;
@@ -402,20 +432,24 @@ export async function runBench(opts: BenchOptions): Promise<BenchResult> {
         }
       }
       const result: ScenarioResult = { title: `Warm blob throughput: 8 clients, cached ${sizes.warmBlob / MiB} MiB blob (wrk)`, targets: {}, notes: [] };
-      const runs: Record<string, { gbps: number[]; upstreamRequests: number[] }> = {};
+      const runs: Record<string, { gbps: number[]; cpuPerGB: number[]; upstreamRequests: number[] }> = {};
       for (let round = 0; round < rounds; round++) {
         for (const t of targets) {
           up.clearRequests();
+          const cpuBefore = await cpuSeconds(t.pid);
           const w = await wrk(`${t.url}${path}`, 8, sizes.wrkSeconds);
+          const cpu = (await cpuSeconds(t.pid)) - cpuBefore;
           const upReqs = (await up.requests()).filter((r) => r.path.includes('/blobs/')).length;
           if (w.errors > 0 || w.non2xx > 0) result.notes.push(`${t.name} round ${round + 1}: ${w.errors} socket errors, ${w.non2xx} non-2xx`);
           const gbps = w.bytes / w.seconds / 1e9;
-          (runs[t.name] ??= { gbps: [], upstreamRequests: [] }).gbps.push(gbps);
+          const cpuPerGB = cpu / (w.bytes / 1e9);
+          (runs[t.name] ??= { gbps: [], cpuPerGB: [], upstreamRequests: [] }).gbps.push(gbps);
+          runs[t.name]!.cpuPerGB.push(cpuPerGB);
           runs[t.name]!.upstreamRequests.push(upReqs);
-          log(`warmBlob round ${round + 1} ${t.name}: ${gbps.toFixed(2)} GB/s (${w.requests} bodies, upstream blob requests ${upReqs})`);
+          log(`warmBlob round ${round + 1} ${t.name}: ${gbps.toFixed(2)} GB/s, ${cpuPerGB.toFixed(3)} CPU s/GB (${w.requests} bodies, upstream blob requests ${upReqs})`);
         }
       }
-      for (const [name, r] of Object.entries(runs)) result.targets[name] = { gbps: stat(r.gbps), upstreamBlobRequests: stat(r.upstreamRequests) };
+      for (const [name, r] of Object.entries(runs)) result.targets[name] = { gbps: stat(r.gbps), cpuPerGB: stat(r.cpuPerGB), upstreamBlobRequests: stat(r.upstreamRequests) };
       scenarios.warmBlob = result;
 
       // ---- 2. warm manifest by tag (same warm targets, without the sendfile one)
@@ -574,12 +608,14 @@ async function warmManifest(targets: Target[], up: RegistryHandle, sizes: Sizes,
   for (let round = 0; round < rounds; round++) {
     for (const t of targets) {
       up.clearRequests();
+      const cpuBefore = await cpuSeconds(t.pid);
       const w = await wrk(`${t.url}${path}`, 16, sizes.wrkSeconds, headers);
+      const cpu = (await cpuSeconds(t.pid)) - cpuBefore;
       const upReqs = (await up.requests()).length;
       if (w.errors > 0 || w.non2xx > 0) result.notes.push(`${t.name} round ${round + 1}: ${w.errors} socket errors, ${w.non2xx} non-2xx`);
-      const m = { rps: w.requests / w.seconds, p50Ms: w.p50Ms, p99Ms: w.p99Ms, upstreamRequests: upReqs };
+      const m = { rps: w.requests / w.seconds, cpuUsPerRequest: (cpu / w.requests) * 1e6, p50Ms: w.p50Ms, p99Ms: w.p99Ms, upstreamRequests: upReqs };
       for (const [k, v] of Object.entries(m)) ((runs[t.name] ??= {})[k] ??= []).push(v);
-      log(`warmManifest round ${round + 1} ${t.name}: ${m.rps.toFixed(0)} req/s, p50 ${m.p50Ms.toFixed(2)} ms, p99 ${m.p99Ms.toFixed(2)} ms, upstream requests ${upReqs}`);
+      log(`warmManifest round ${round + 1} ${t.name}: ${m.rps.toFixed(0)} req/s, ${m.cpuUsPerRequest.toFixed(0)} µs CPU/request, p50 ${m.p50Ms.toFixed(2)} ms, p99 ${m.p99Ms.toFixed(2)} ms, upstream requests ${upReqs}`);
     }
   }
   for (const [name, r] of Object.entries(runs)) result.targets[name] = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, stat(v)]));
@@ -848,10 +884,12 @@ export function renderTable(r: BenchResult): string {
   };
   section(s.warmBlob, 1, [
     ['gbps', 'GB/s', 2],
+    ['cpuPerGB', 'CPU s per GB', 3],
     ['upstreamBlobRequests', 'upstream blob requests during the run', 0],
   ]);
   section(s.warmManifest, 2, [
     ['rps', 'req/s', 0],
+    ['cpuUsPerRequest', 'CPU µs per request', 0],
     ['p50Ms', 'p50 ms', 2],
     ['p99Ms', 'p99 ms', 2],
     ['upstreamRequests', 'upstream requests during the run', 0],
