@@ -18,7 +18,7 @@ const LAYERS = [
   'stores.ts',
   ['http', 'admin'],
   'inspect',
-  'virtual',
+  ['virtual', 'local'],
   'registry',
   'coordination',
   'fill',

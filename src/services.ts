@@ -32,6 +32,9 @@ import { VirtualCatalog } from './virtual/virtual-catalog.ts';
 import { MemberTags } from './virtual/member-tags.ts';
 import { VirtualImageService } from './virtual/virtual-image-service.ts';
 import { VirtualProvenance } from './virtual/provenance.ts';
+import { LocalCatalog } from './local/local-catalog.ts';
+import { LocalImageService } from './local/local-image-service.ts';
+import { FsLocalStore } from './store/local-store.ts';
 
 /**
  * Everything archway is, without HTTP: the stores, the fills, the upstreams,
@@ -54,6 +57,10 @@ export interface Services {
   virtualCatalog: VirtualCatalog;
   /** Manifests and blobs of virtual images, assembled from their members. */
   virtualImages: VirtualImageService;
+  /** Which names are local repositories (config `local`). */
+  localCatalog: LocalCatalog;
+  /** Pushed manifests and tags of local repositories; `onTagChange` is the hook for a cross-replica event bus. */
+  localImages: LocalImageService;
   inspector: PlatformInspector;
   /** Client authentication, when `auth` is configured. */
   auth: ClientAuth | undefined;
@@ -135,6 +142,7 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
   const virtualCatalog = new VirtualCatalog(config.virtual, config.defaultUpstream, router);
   const memberTags = new MemberTags(logger, config.cache.tagTtl, { pages: config.limits.memberTagPages, tags: config.limits.memberTags });
   const virtualImages = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl, memberTags);
+  const { localCatalog, localImages } = await localRepositories(config, { manifests, blobs, router, logger });
   const auth = config.auth ? clientAuth(config.auth, config.defaultUpstream, metrics) : undefined;
   const perClient = config.limits.perClient;
   const jobs = new PrefetchJobs(manifests, blobs, logger);
@@ -151,6 +159,8 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
     blobs,
     virtualCatalog,
     virtualImages,
+    localCatalog,
+    localImages,
     inspector: new PlatformInspector(manifests, virtualImages, blobs, blobStore),
     auth,
     limiter: perClient.concurrentRequests || perClient.requestsPerSecond ? new RateLimiter(perClient) : undefined,
@@ -203,6 +213,19 @@ function clientAuth(auth: NonNullable<Config['auth']>, defaultUpstream: string, 
       repositories: t.repositories,
     })),
   });
+}
+
+/** Local repositories (config `local`), on their own store under `<cache.dir>/local/`, outside the cache budget. */
+async function localRepositories(
+  config: Readonly<Config>,
+  services: { manifests: ManifestService; blobs: BlobService; router: Router; logger: Logger },
+): Promise<{ localCatalog: LocalCatalog; localImages: LocalImageService }> {
+  const store = new FsLocalStore(config.cache.dir);
+  await store.init();
+  return {
+    localCatalog: new LocalCatalog(config.local, config.defaultUpstream),
+    localImages: new LocalImageService({ store, ...services, maxBytes: config.local.maxSize }),
+  };
 }
 
 function fillLimits(config: Readonly<Config>): FillLimits {

@@ -1,12 +1,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.ts';
 import { acceptedMediaTypes } from '../oci/media-types.ts';
-import { tagPageRequest } from '../oci/tag-list.ts';
+import { tagPageRequest, type TagPage, type TagPageRequest } from '../oci/tag-list.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import { isDirectBody } from '../store/blob-store.ts';
 import type { ManifestService, ManifestSource } from '../registry/manifest-service.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
-import type { VirtualImage, VirtualCatalog } from '../virtual/virtual-catalog.ts';
+import type { VirtualCatalog } from '../virtual/virtual-catalog.ts';
+import type { LocalCatalog, LocalRepository } from '../local/local-catalog.ts';
+import type { LocalImageService } from '../local/local-image-service.ts';
 import { formatPlatform } from '../platform/platform.ts';
 import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
@@ -15,7 +17,9 @@ import { firstHeader } from '../util/headers.ts';
 import { nextPageLink, rewriteLink } from './link.ts';
 import { parseRange } from './range.ts';
 import { sendDirect } from './send-direct.ts';
-import { parseV2Path } from './v2-path.ts';
+import { localWrite } from './local-writes.ts';
+import { bodyDrained, WRITE_DRAIN_MS } from './request-body.ts';
+import { parseV2Path, type V2Endpoint } from './v2-path.ts';
 
 export interface V2Services {
   router: Router;
@@ -24,10 +28,11 @@ export interface V2Services {
   platforms: PlatformPolicy;
   virtualCatalog: VirtualCatalog;
   virtualImages: VirtualImageService;
+  localCatalog: LocalCatalog;
+  localImages: LocalImageService;
+  /** local.maxManifestSize */
+  maxManifestSize: number;
 }
-
-/** How long a refused write may take to send the body archway throws away. */
-const WRITE_DRAIN_MS = 2000;
 
 /** On every /v2 answer: docker checks it on the 401 of `GET /v2/`. Blob answers written directly set it themselves. */
 const API_VERSION = ['docker-distribution-api-version', 'registry/2.0'] as const;
@@ -43,9 +48,14 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
     const [path = '', query = ''] = splitUrl(request.url);
     if (request.method !== 'GET' && request.method !== 'HEAD') {
-      // A server that closes with a request body unread makes the kernel reset the
-      // connection, and the client never sees the answer: let the body (being
-      // discarded) arrive first, for a moment.
+      // Writes go to local repositories (config `local`) only.
+      const write = localTarget(services, path, query);
+      if (write) {
+        request.archway.route = write.target.endpoint;
+        request.archway.repository = write.repository.key;
+      }
+      if (write) return localWrite(request, reply, services, write.target, write.repository, new URLSearchParams(query));
+      // Let the body (being discarded) arrive first, for a moment, or the client may see a reset instead of the answer.
       await bodyDrained(request.raw, WRITE_DRAIN_MS);
       // archway is a read-only mirror; pushes go to the registry itself.
       throw new RegistryError('UNSUPPORTED', 'archway is a pull-through cache: pushing and deleting are not supported', {
@@ -58,14 +68,18 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
     // containerd mirrors name the registry they mean in ?ns= on every request; it is echoed back.
     const ns = new URLSearchParams(query).get('ns') ?? undefined;
     if (target.endpoint === 'base') return reply.header('content-type', 'application/json').send({});
+    if (target.endpoint === 'upload') throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'archway has no blob uploads', { detail: { name: target.name } });
     const route = services.router.resolve(target.name, ns);
+    // A local repository (config `local`) is answered from what was pushed to it; it wins over a virtual image.
+    const local = services.localCatalog.match(route);
     // A virtual image (config `virtual`) is answered from its members' repositories.
-    const virtual = services.virtualCatalog.match(route);
+    const virtual = local ? undefined : services.virtualCatalog.match(route);
     checkGrants(request.principal, target.name, route, virtual);
     // Echoed only once it names a configured registry (never arbitrary client text in a header).
     if (ns !== undefined) reply.header('oci-namespace', ns);
     request.archway.repository = `${route.upstream.name}/${route.repository}`;
     if (target.endpoint === 'manifest' && target.reference.kind === 'tag') request.archway.tag = target.reference.tag;
+    if (local) return localRead(request, reply, services, target, route, local, query, ns);
     switch (target.endpoint) {
       case 'manifest': {
         const source = virtual ? services.virtualImages.source(virtual) : services.manifests.source(route);
@@ -74,7 +88,7 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
       case 'blob':
         return blob(request, reply, services, virtual ? await services.virtualImages.blobRoute(virtual, target.digest) : route, target.digest);
       case 'tags':
-        if (virtual) return virtualTags(reply, services.virtualImages, virtual, target.name, new URLSearchParams(query), ns);
+        if (virtual) return ownTags(reply, (page) => services.virtualImages.tags(virtual, page), target.name, new URLSearchParams(query), ns);
         return tags(reply, route, target.name, upstreamQuery(query), ns);
       case 'referrers':
         // Nothing refers to an index archway made; members' referrers live under their own names.
@@ -85,6 +99,46 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
 
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2', handler });
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2/*', handler });
+}
+
+/** Pulls from a local repository: tags and manifests from the local store, blobs from where they were mounted from. */
+async function localRead(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  services: V2Services,
+  target: Exclude<V2Endpoint, { endpoint: 'base' | 'upload' }>,
+  route: Route,
+  local: LocalRepository,
+  query: string,
+  ns: string | undefined,
+) {
+  switch (target.endpoint) {
+    case 'manifest':
+      return manifest(request, reply, services, route, services.localImages.source(local), target.name, target.reference);
+    case 'blob':
+      return blob(request, reply, services, await services.localImages.blobRoute(local, target.digest), target.digest);
+    case 'tags':
+      return ownTags(reply, (page) => services.localImages.tags(local, page), target.name, new URLSearchParams(query), ns);
+    case 'referrers':
+      return reply.header('content-type', 'application/vnd.oci.image.index.v1+json').send(EMPTY_INDEX);
+  }
+}
+
+/**
+ * A write to a local repository: the parsed target and the repository, or
+ * undefined for anything else (a path or name that does not parse or route
+ * included), which stays refused with 405 exactly as before local repositories existed.
+ */
+function localTarget(services: V2Services, path: string, query: string): { target: Exclude<V2Endpoint, { endpoint: 'base' }>; repository: LocalRepository } | undefined {
+  if (services.localCatalog.size === 0) return undefined;
+  try {
+    const target = parseV2Path(path);
+    if (target.endpoint === 'base') return undefined;
+    const repository = services.localCatalog.match(services.router.resolve(target.name, new URLSearchParams(query).get('ns') ?? undefined));
+    return repository ? { target, repository } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function manifest(
@@ -169,16 +223,10 @@ async function tags(reply: FastifyReply, route: Route, name: string, query: stri
   return reply.code(res.status).header('content-type', 'application/json').send(withClientName(res.body, route.repository, name));
 }
 
-async function virtualTags(
-  reply: FastifyReply,
-  virtualImages: VirtualImageService,
-  image: VirtualImage,
-  name: string,
-  query: URLSearchParams,
-  ns: string | undefined,
-) {
+/** A tag list archway makes itself (a virtual image's, a local repository's), paged as the spec says. */
+async function ownTags(reply: FastifyReply, list: (request: TagPageRequest) => Promise<TagPage>, name: string, query: URLSearchParams, ns: string | undefined) {
   reply.request.archway.outcome = 'pass';
-  const { tags, next } = await virtualImages.tags(image, tagPageRequest(query));
+  const { tags, next } = await list(tagPageRequest(query));
   if (next) reply.header('link', nextPageLink(name, next, ns));
   return reply.header('content-type', 'application/json').send({ name, tags });
 }
@@ -241,22 +289,6 @@ function upstreamQuery(query: string): string {
   params.delete('ns');
   const rest = params.toString();
   return rest ? `?${rest}` : '';
-}
-
-function bodyDrained(body: NodeJS.ReadableStream & { readableEnded?: boolean }, timeoutMs: number): Promise<void> {
-  if (body.readableEnded) return Promise.resolve();
-  // A request without a body runs no content parser: flowing, it ends at once.
-  body.resume();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    body.once('end', done);
-    body.once('error', done);
-    body.once('close', done);
-  });
 }
 
 function splitUrl(url: string): [string, string] {
