@@ -64,6 +64,8 @@ export async function createHttpApp(services: Services, opts: HttpAppOptions = {
     blobStore,
     virtualCatalog: services.virtualCatalog,
     virtualImages: services.virtualImages,
+    localCatalog: services.localCatalog,
+    localImages: services.localImages,
     inventory: services.inventory,
     jobs: services.jobs,
     traffic: services.traffic,

@@ -10,6 +10,8 @@ import type { Route, Router } from '../routing/router.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
 import type { VirtualCatalog } from '../virtual/virtual-catalog.ts';
+import type { LocalCatalog } from '../local/local-catalog.ts';
+import type { LocalImageService } from '../local/local-image-service.ts';
 import type { AdminGuard } from './admin-guard.ts';
 import type { CacheInventory } from './cache-inventory.ts';
 import type { PrefetchJobs } from './prefetch.ts';
@@ -26,6 +28,8 @@ export interface AdminServices {
   blobStore: BlobStore;
   virtualCatalog: VirtualCatalog;
   virtualImages: VirtualImageService;
+  localCatalog: LocalCatalog;
+  localImages: LocalImageService;
   inventory: CacheInventory;
   jobs: PrefetchJobs;
   traffic: TrafficStats;
@@ -100,6 +104,14 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
 
     scope.delete('/_archway/cache/*', async (request, reply) => {
       const { route, reference } = target(s.router, (request.params as { '*': string })['*']);
+      const local = s.localCatalog.match(route);
+      if (local) {
+        // Not a cache: what was pushed goes only when named, one tag or manifest at a time.
+        if (!reference) throw new RegistryError('INVALID_REQUEST', 'name the tag or digest to delete from a local repository', { detail: { repository: local.key } });
+        await s.localImages.delete(local, reference);
+        request.log.info({ local: local.key, reference }, 'deleted from local repository');
+        return reply.send({ deleted: { repository: local.key, reference: reference.kind === 'tag' ? reference.tag : reference.digest } });
+      }
       const report = await s.inventory.purge({
         upstream: route.upstream.name,
         repository: route.repository,
