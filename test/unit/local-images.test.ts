@@ -15,7 +15,7 @@ import { AS_PUBLISHED, ACCEPT_ALL_MANIFESTS } from '../../src/registry/manifest-
 import { Router } from '../../src/routing/router.ts';
 import { FsLocalStore } from '../../src/store/local-store.ts';
 import { parseConfig } from '../../src/config/load.ts';
-import { InProcessServices } from '../harness/in-process-services.ts';
+import { Collected, InProcessServices } from '../harness/in-process-services.ts';
 import { fetchedManifest, imageManifest, ScriptedUpstream } from '../harness/scripted-upstream.ts';
 
 const tag = (t: string): Reference => ({ kind: 'tag', tag: t });
@@ -135,6 +135,32 @@ describe('local repositories', () => {
     const resolved = await svc.manifests.get(source, tag('20'), ACCEPT_ALL_MANIFESTS, { ...AS_PUBLISHED, mode: 'resolve', platform: { os: 'linux', architecture: 's390x' } });
     assert.equal(resolved.manifest.digest, s390x.manifest.digest);
     assert.deepEqual((await local.tags(repo, {})).tags, ['20']);
+  });
+
+  it('member blobs come from their origin once, then from the cache while that upstream is down; the tag needs no upstream', async () => {
+    const amd = upstreamImage('stale');
+    await mountAll(amd.blobs);
+    await local.put(repo, tag('20'), MediaType.OciManifest, amd.manifest.bytes);
+    const layer = amd.blobs[1] as Digest;
+    const read = async () => {
+      const answer = await svc.blobs.get(await local.blobRoute(repo, layer), layer, () => undefined);
+      assert.equal(answer.kind, 'body');
+      return { outcome: answer.outcome, bytes: answer.kind === 'body' ? await new Collected(answer.stream).done : undefined };
+    };
+    const first = await read();
+    assert.equal(first.outcome, 'miss');
+    assert.equal(upstream.count('getBlob', layer), 1);
+    await svc.blobs.settled(await local.blobRoute(repo, layer), layer);
+    upstream.whenever('getBlob', () => {
+      throw upstream.status('getBlob', 503);
+    });
+    upstream.whenever('headBlob', () => {
+      throw upstream.status('headBlob', 503);
+    });
+    const again = await read();
+    assert.equal(again.outcome, 'hit');
+    assert.deepEqual(again.bytes, first.bytes);
+    assert.equal((await local.source(repo).tag('20', ACCEPT_ALL_MANIFESTS)).manifest.digest, amd.manifest.digest);
   });
 
   it('an index entry must describe the member as pushed (its size)', async () => {
