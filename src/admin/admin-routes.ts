@@ -108,9 +108,10 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
       if (local) {
         // Not a cache: what was pushed goes only when named, one tag or manifest at a time.
         if (!reference) throw new RegistryError('INVALID_REQUEST', 'name the tag or digest to delete from a local repository', { detail: { repository: local.key } });
-        await s.localImages.delete(local, reference);
-        request.log.info({ local: local.key, reference }, 'deleted from local repository');
-        return reply.send({ deleted: { repository: local.key, reference: reference.kind === 'tag' ? reference.tag : reference.digest } });
+        const deleted = await s.localImages.delete(local, reference);
+        request.log.info({ local: local.key, reference, ...deleted }, 'deleted from local repository');
+        // A purge report (what `archway purge` prints): blobs are the cache's, and stay.
+        return reply.send({ ...deleted, blobs: 0, bytes: 0, keptShared: 0, keptInUse: 0 });
       }
       const report = await s.inventory.purge({
         upstream: route.upstream.name,

@@ -125,20 +125,23 @@ export class LocalImageService {
     return pushed.digest;
   }
 
-  /** Delete a tag, or a manifest by digest together with the tags that point at it. */
-  async delete(repository: LocalRepository, reference: Reference): Promise<void> {
+  /** Delete a tag, or a manifest by digest together with the tags that point at it; says what went. */
+  async delete(repository: LocalRepository, reference: Reference): Promise<{ tags: string[]; manifests: number }> {
     const { store } = this.opts;
     if (reference.kind === 'tag') {
       if (!(await store.deleteTag(repository.key, reference.tag))) throw manifestUnknown(reference.tag);
       this.changed({ repository: repository.key, tag: reference.tag, digest: undefined });
-      return;
+      return { tags: [reference.tag], manifests: 0 };
     }
     if (!(await store.deleteManifest(repository.key, reference.digest))) throw manifestUnknown(reference.digest);
+    const tags: string[] = [];
     for (const tag of await store.tags(repository.key)) {
       if ((await store.tag(repository.key, tag))?.digest !== reference.digest) continue;
       await store.deleteTag(repository.key, tag);
+      tags.push(tag);
       this.changed({ repository: repository.key, tag, digest: undefined });
     }
+    return { tags, manifests: 1 };
   }
 
   async tags(repository: LocalRepository, request: TagPageRequest): Promise<TagPage> {
