@@ -161,7 +161,7 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
     virtualImages,
     localCatalog,
     localImages,
-    inspector: new PlatformInspector(manifests, virtualImages, blobs, blobStore),
+    inspector: new PlatformInspector(manifests, virtualImages, blobs, blobStore, localImages),
     auth,
     limiter: perClient.concurrentRequests || perClient.requestsPerSecond ? new RateLimiter(perClient) : undefined,
     adminGuard: new AdminGuard(adminToken(config)),

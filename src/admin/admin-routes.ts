@@ -133,13 +133,15 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
       }
       const platforms = body.data.platforms === 'all' ? 'all' : body.data.platforms.map((p) => formatPlatform(parsePlatformOrThrow(p)));
       const { route, reference } = target(s.router, body.data.image);
-      const virtual = s.virtualCatalog.match(route);
+      const local = s.localCatalog.match(route);
+      const virtual = local ? undefined : s.virtualCatalog.match(route);
       const job = s.jobs.start({
         image: body.data.image,
         reference: reference ?? { kind: 'tag', tag: 'latest' },
         route,
-        source: virtual ? s.virtualImages.source(virtual) : s.manifests.source(route),
-        blobRoute: async (digest) => (virtual ? s.virtualImages.blobRoute(virtual, digest) : route),
+        source: local ? s.localImages.source(local) : virtual ? s.virtualImages.source(virtual) : s.manifests.source(route),
+        // A local repository's blobs come from where they were mounted from.
+        blobRoute: async (digest) => (local ? s.localImages.blobRoute(local, digest) : virtual ? s.virtualImages.blobRoute(virtual, digest) : route),
         platforms,
       });
       return reply.code(202).header('location', `/_archway/jobs/${job.id}`).send(job);

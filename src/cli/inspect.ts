@@ -67,7 +67,8 @@ async function inspectWith(services: Services, image: string): Promise<PlatformR
   try {
     const { name, reference } = parseImageReference(image);
     const route = services.router.resolve(name);
-    return await services.inspector.inspect({ image, reference, route, virtual: services.virtualCatalog.match(route) });
+    const local = services.localCatalog.match(route);
+    return await services.inspector.inspect({ image, reference, route, local, virtual: local ? undefined : services.virtualCatalog.match(route) });
   } catch (err) {
     // As the endpoint would answer it, the spec's code with its message.
     if (err instanceof RegistryError) throw new Error(`${err.status}: ${err.code}: ${err.message}`);

@@ -5,6 +5,7 @@ import type { PlatformInspector } from '../inspect/platform-inspector.ts';
 import type { Router } from '../routing/router.ts';
 import { checkGrants } from './grants.ts';
 import type { VirtualCatalog } from '../virtual/virtual-catalog.ts';
+import type { LocalCatalog } from '../local/local-catalog.ts';
 
 function decodeName(raw: string): string {
   try {
@@ -22,16 +23,17 @@ export const PLATFORMS_ROUTE = '/_archway/platforms/*';
  * prefixes route as on /v2): every platform the image offers, as JSON (what
  * `archway inspect` prints). Errors use the registry's error envelope.
  */
-export function registerPlatformsRoute(app: FastifyInstance, services: { router: Router; virtualCatalog: VirtualCatalog; inspector: PlatformInspector }): void {
+export function registerPlatformsRoute(app: FastifyInstance, services: { router: Router; virtualCatalog: VirtualCatalog; localCatalog: LocalCatalog; inspector: PlatformInspector }): void {
   app.get(PLATFORMS_ROUTE, async (request, reply) => {
     request.archway.route = 'platforms';
     const [path = '', query = ''] = request.url.split('?');
     const image = decodeName(path.slice('/_archway/platforms/'.length));
     const { name, reference } = parseImageReference(image);
     const route = services.router.resolve(name, new URLSearchParams(query).get('ns') ?? undefined);
-    const virtual = services.virtualCatalog.match(route);
+    const local = services.localCatalog.match(route);
+    const virtual = local ? undefined : services.virtualCatalog.match(route);
     checkGrants(request.principal, name, route, virtual);
-    const report = await services.inspector.inspect({ image, reference, route, virtual });
+    const report = await services.inspector.inspect({ image, reference, route, virtual, local });
     return reply.header('cache-control', 'no-store').send(report);
   });
 }

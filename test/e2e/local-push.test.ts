@@ -175,6 +175,12 @@ describe('docker manifest create/annotate/push to a local repository', () => {
     const entries = JSON.parse(stdout) as Array<{ Descriptor: { digest: string; platform: Platform } }>;
     const platforms = entries.map((e) => [e.Descriptor.platform.os, e.Descriptor.platform.architecture, e.Descriptor.platform.variant].filter(Boolean).join('/')).sort();
     assert.deepEqual(platforms, ['linux/amd64', 'linux/arm/v6', 'linux/ppc64le', 'linux/s390x']);
+    // archway's own platform inspector reads the same pushed index.
+    const report = await http(`${archway.url}/_archway/platforms/team/node:20`, { headers: { authorization: basic('bob') } });
+    assert.equal(report.status, 200, report.body.toString());
+    const rows = report.json<{ digest: string; platforms: Array<{ platform: string; cached: string }> }>();
+    assert.equal(rows.digest, indexDigest);
+    assert.deepEqual(rows.platforms.map((p) => p.platform).sort(), ['linux/amd64', 'linux/arm/v6', 'linux/ppc64le', 'linux/s390x']);
   });
 
   it('a client without the push grant is refused (403) and nothing changes', async () => {
