@@ -19,6 +19,7 @@ import { removeDir, tempDir } from '../harness/tmp.ts';
 
 const PUSHER = 'pusher-token-0123456789';
 const READER = 'reader-token-0123456789';
+const ADMIN = 'admin-token-0123456789';
 const LAYER = Buffer.from('a layer');
 const LAYER_DIGEST = digestOf(LAYER);
 
@@ -49,6 +50,7 @@ describe('local repository writes through app.inject', { timeout: 10_000 }, () =
         ],
       },
       local: { namespaces: [{ repositories: ['team/**'], push: ['pusher'] }], maxManifestSize: '2KiB' },
+      admin: { token: ADMIN },
     });
     services = await createServices(config, { logger: pino({ level: 'silent' }) });
     app = await createHttpApp(services);
@@ -118,6 +120,19 @@ describe('local repository writes through app.inject', { timeout: 10_000 }, () =
     assert.equal((await inject('DELETE', '/v2/team/node/manifests/1')).statusCode, 202);
     const gone = await app.inject({ method: 'GET', url: '/v2/team/node/manifests/1', headers: { authorization: `Bearer ${READER}` } });
     assert.equal(gone.statusCode, 404);
+  });
+
+  it('the admin token deletes a local tag (archway purge), and only what it names', async () => {
+    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: LAYER_DIGEST, size: LAYER.length }, layers: [] }));
+    assert.equal((await inject('POST', `/v2/team/admin/blobs/uploads/?mount=${LAYER_DIGEST}&from=amd64/node`)).statusCode, 201);
+    for (const t of ['keep', 'drop']) assert.equal((await inject('PUT', `/v2/team/admin/manifests/${t}`, { body: manifest, contentType: 'application/vnd.oci.image.manifest.v1+json' })).statusCode, 201);
+    const whole = await app.inject({ method: 'DELETE', url: '/_archway/cache/team/admin', headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(whole.statusCode, 400, 'a whole local repository is not purged');
+    const r = await app.inject({ method: 'DELETE', url: '/_archway/cache/team/admin:drop', headers: { authorization: `Bearer ${ADMIN}` } });
+    assert.equal(r.statusCode, 200, r.body);
+    assert.deepEqual((r.json() as { tags: string[] }).tags, ['drop']);
+    const left = (await services.localImages.summary()).repositories.find((x) => x.repository === 'docker.io/team/admin');
+    assert.deepEqual(left?.tags.map((t) => t.tag), ['keep']);
   });
 
   it('refuses a manifest over local.maxManifestSize (413) and keeps nothing', async () => {
