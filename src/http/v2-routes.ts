@@ -1,6 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.ts';
 import { acceptedMediaTypes } from '../oci/media-types.ts';
+import { parseRepositoryPath } from '../oci/reference.ts';
 import { tagPageRequest, type TagPage, type TagPageRequest } from '../oci/tag-list.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import { isDirectBody } from '../store/blob-store.ts';
@@ -49,12 +50,13 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
     const [path = '', query = ''] = splitUrl(request.url);
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       // Writes go to local repositories (config `local`) only.
-      const write = localTarget(services, path, query);
-      if (write) {
-        request.archway.route = write.target.endpoint;
-        request.archway.repository = write.repository.key;
+      const repository = localWriteRepository(services, path, query);
+      if (repository) {
+        request.archway.repository = repository.key;
+        const target = await writeTarget(request, path);
+        request.archway.route = target.endpoint;
+        return localWrite(request, reply, services, target, repository, new URLSearchParams(query));
       }
-      if (write) return localWrite(request, reply, services, write.target, write.repository, new URLSearchParams(query));
       // Let the body (being discarded) arrive first, for a moment, or the client may see a reset instead of the answer.
       await bodyDrained(request.raw, WRITE_DRAIN_MS);
       // archway is a read-only mirror; pushes go to the registry itself.
@@ -124,21 +126,37 @@ async function localRead(
   }
 }
 
+/** The name of a /v2 path that names a repository (the greedy match takes up to the last endpoint segment, as parseV2Path does). */
+const NAMED_PATH = /^\/v2\/(.+)\/(?:manifests|blobs|tags|referrers)\//;
+
 /**
- * A write to a local repository: the parsed target and the repository, or
- * undefined for anything else (a path or name that does not parse or route
- * included), which stays refused with 405 exactly as before local repositories existed.
+ * The local repository a write names, or undefined for anything else (a name
+ * that does not parse or route included), which stays refused with 405
+ * exactly as before local repositories existed. Only the name decides: a bad
+ * digest or tag in a write to a local repository is that repository's error.
  */
-function localTarget(services: V2Services, path: string, query: string): { target: Exclude<V2Endpoint, { endpoint: 'base' }>; repository: LocalRepository } | undefined {
+function localWriteRepository(services: V2Services, path: string, query: string): LocalRepository | undefined {
   if (services.localCatalog.size === 0) return undefined;
+  const name = NAMED_PATH.exec(path)?.[1];
+  if (name === undefined) return undefined;
   try {
-    const target = parseV2Path(path);
-    if (target.endpoint === 'base') return undefined;
-    const repository = services.localCatalog.match(services.router.resolve(target.name, new URLSearchParams(query).get('ns') ?? undefined));
-    return repository ? { target, repository } : undefined;
+    return services.localCatalog.match(services.router.resolve(parseRepositoryPath(name), new URLSearchParams(query).get('ns') ?? undefined));
   } catch {
     return undefined;
   }
+}
+
+/** The write's target; when it does not parse, the error once the body has been let through. */
+async function writeTarget(request: FastifyRequest, path: string): Promise<Exclude<V2Endpoint, { endpoint: 'base' }>> {
+  try {
+    const target = parseV2Path(path);
+    if (target.endpoint !== 'base') return target;
+  } catch (err) {
+    await bodyDrained(request.raw, WRITE_DRAIN_MS);
+    throw err;
+  }
+  // NAMED_PATH never matches the base endpoint; were it to, the write is what it always was.
+  throw new RegistryError('UNSUPPORTED', undefined, { status: 405 });
 }
 
 async function manifest(

@@ -90,6 +90,8 @@ describe('local repository writes through app.inject', { timeout: 10_000 }, () =
     assert.equal(ungranted.statusCode, 403);
     const badDigest = await inject('POST', `/v2/team/node/blobs/uploads/?mount=sha256:nope&from=amd64/node`);
     assert.equal(code(badDigest), 'DIGEST_INVALID');
+    const badReference = await inject('PUT', '/v2/team/node/manifests/sha256:nope', { body: Buffer.from('{}'), contentType: 'application/vnd.oci.image.manifest.v1+json' });
+    assert.equal(code(badReference), 'DIGEST_INVALID', 'the local repository’s error, not a 405');
   });
 
   it('offers no upload session: plain POST 405, PATCH/PUT of an upload 404 BLOB_UPLOAD_UNKNOWN', async () => {
