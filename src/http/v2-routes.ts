@@ -55,6 +55,7 @@ export function registerV2Routes(app: FastifyInstance, services: V2Services): vo
         request.archway.repository = repository.key;
         const target = await writeTarget(request, path);
         request.archway.route = target.endpoint;
+        if (target.endpoint === 'manifest' && target.reference.kind === 'tag') request.archway.tag = target.reference.tag;
         return localWrite(request, reply, services, target, repository, new URLSearchParams(query));
       }
       // Let the body (being discarded) arrive first, for a moment, or the client may see a reset instead of the answer.

@@ -118,6 +118,7 @@ export class LocalImageService {
     if (reference.kind === 'tag') {
       const platforms = pushed.kind === 'index' ? pushed.entries.map((e) => (e.platform ? formatPlatform(e.platform) : 'unknown')) : [];
       const record: LocalTag = { digest: pushed.digest, mediaType: pushed.mediaType, platforms, pushedAt: this.now() };
+      if (!(await this.opts.store.tag(repository.key, reference.tag))) this.ensureRoom(512);
       await this.opts.store.setTag(repository.key, reference.tag, record);
       this.opts.logger.info({ repository: repository.key, tag: reference.tag, digest: pushed.digest, platforms }, 'local tag pushed');
       this.changed({ repository: repository.key, tag: reference.tag, digest: pushed.digest });
