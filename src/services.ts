@@ -34,7 +34,7 @@ import { VirtualImageService } from './virtual/virtual-image-service.ts';
 import { VirtualProvenance } from './virtual/provenance.ts';
 import { LocalCatalog } from './local/local-catalog.ts';
 import { LocalImageService } from './local/local-image-service.ts';
-import { FsLocalStore } from './store/local-store.ts';
+import type { LocalStore } from './store/local-store.ts';
 
 /**
  * Everything archway is, without HTTP: the stores, the fills, the upstreams,
@@ -142,7 +142,7 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
   const virtualCatalog = new VirtualCatalog(config.virtual, config.defaultUpstream, router);
   const memberTags = new MemberTags(logger, config.cache.tagTtl, { pages: config.limits.memberTagPages, tags: config.limits.memberTags });
   const virtualImages = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl, memberTags);
-  const { localCatalog, localImages } = await localRepositories(config, { manifests, blobs, router, logger });
+  const { localCatalog, localImages } = localRepositories(config, { store: stores.local, manifests, blobs, router, logger });
   const auth = config.auth ? clientAuth(config.auth, config.defaultUpstream, metrics) : undefined;
   const perClient = config.limits.perClient;
   const jobs = new PrefetchJobs(manifests, blobs, logger);
@@ -215,16 +215,14 @@ function clientAuth(auth: NonNullable<Config['auth']>, defaultUpstream: string, 
   });
 }
 
-/** Local repositories (config `local`), on their own store under `<cache.dir>/local/`, outside the cache budget. */
-async function localRepositories(
+/** Local repositories (config `local`), on their own store (stores.ts), outside the cache budget. */
+function localRepositories(
   config: Readonly<Config>,
-  services: { manifests: ManifestService; blobs: BlobService; router: Router; logger: Logger },
-): Promise<{ localCatalog: LocalCatalog; localImages: LocalImageService }> {
-  const store = new FsLocalStore(config.cache.dir);
-  await store.init();
+  services: { store: LocalStore; manifests: ManifestService; blobs: BlobService; router: Router; logger: Logger },
+): { localCatalog: LocalCatalog; localImages: LocalImageService } {
   return {
     localCatalog: new LocalCatalog(config.local, config.defaultUpstream),
-    localImages: new LocalImageService({ store, ...services, maxBytes: config.local.maxSize }),
+    localImages: new LocalImageService({ ...services, maxBytes: config.local.maxSize }),
   };
 }
 

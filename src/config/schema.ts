@@ -393,7 +393,7 @@ export const configSchema = z
         virtualImage,
       )
       .default({}),
-    /** Local namespaces: pushed multi-platform tags, stored under `<cache.dir>/local/` and never evicted. */
+    /** Local namespaces: pushed multi-platform tags, stored under `<cache.dir>/local/` (or the bucket's `local/`) and never evicted. */
     local: z
       .object({
         namespaces: z.array(localNamespace).default([]),
@@ -429,9 +429,6 @@ export const configSchema = z
     }
     if (c.local.namespaces.length > 0 && !c.auth) {
       ctx.addIssue({ code: 'custom', path: ['local'], message: 'local namespaces take pushes, which need authenticated clients: configure auth (htpasswd or tokens)' });
-    }
-    if (c.local.namespaces.length > 0 && c.storage.type === 's3') {
-      ctx.addIssue({ code: 'custom', path: ['local'], message: 'local namespaces are stored on the filesystem only; with storage.type s3 they are not supported yet' });
     }
     const registries = new Set(Object.entries(c.upstreams).flatMap(([key, u]) => [key, ...u.aliases]));
     for (const [name, v] of Object.entries(c.virtual)) {

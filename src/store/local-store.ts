@@ -93,21 +93,14 @@ export class FsLocalStore implements LocalStore {
     const hot = this.hot.get(path);
     if (hot) return hot;
     const raw = await readOrUndefined(path);
-    if (!raw) return undefined;
-    const newline = raw.indexOf(0x0a);
-    if (newline < 0) return undefined;
-    const { mediaType } = JSON.parse(raw.subarray(0, newline).toString('utf8')) as { mediaType: string };
-    const bytes = raw.subarray(newline + 1);
-    // A damaged file is never served: the pusher pushes it again.
-    if (digestOf(bytes, digestAlgorithm(digest)) !== digest) return undefined;
-    const manifest = { digest, mediaType, bytes };
-    this.hot.set(path, manifest);
+    const manifest = raw && decodeStoredManifest(raw, digest);
+    if (manifest) this.hot.set(path, manifest);
     return manifest;
   }
 
   async putManifest(repository: string, manifest: StoredManifest): Promise<void> {
     const path = this.path(repository, 'manifests', manifest.digest);
-    await this.write(path, Buffer.concat([Buffer.from(`${JSON.stringify({ mediaType: manifest.mediaType })}\n`), manifest.bytes]));
+    await this.write(path, encodeStoredManifest(manifest));
     this.hot.set(path, manifest);
   }
 
@@ -119,13 +112,7 @@ export class FsLocalStore implements LocalStore {
 
   async tag(repository: string, tag: string): Promise<LocalTag | undefined> {
     const raw = await readOrUndefined(this.tagPath(repository, tag));
-    if (!raw) return undefined;
-    try {
-      const saved = JSON.parse(raw.toString('utf8')) as LocalTag;
-      return { ...saved, digest: parseDigest(saved.digest) };
-    } catch {
-      return undefined;
-    }
+    return raw && decodeLocalTag(raw);
   }
 
   async setTag(repository: string, tag: string, record: LocalTag): Promise<void> {
@@ -143,13 +130,7 @@ export class FsLocalStore implements LocalStore {
 
   async blob(repository: string, digest: Digest): Promise<BlobOrigin | undefined> {
     const raw = await readOrUndefined(this.path(repository, 'blobs', digest));
-    if (!raw) return undefined;
-    try {
-      const saved = JSON.parse(raw.toString('utf8')) as { upstream: string; repository: string; size?: number };
-      return { upstream: saved.upstream, repository: saved.repository, size: saved.size };
-    } catch {
-      return undefined;
-    }
+    return raw && decodeBlobOrigin(raw);
   }
 
   async putBlob(repository: string, digest: Digest, origin: BlobOrigin): Promise<void> {
@@ -193,6 +174,43 @@ export class FsLocalStore implements LocalStore {
   /** Tags are `[A-Za-z0-9_][A-Za-z0-9._-]*` (validated at the edge): safe as file names as they are. */
   private tagPath(repository: string, tag: string): string {
     return join(this.repositoryDir(repository), 'tags', tag);
+  }
+}
+
+/** A manifest record: one JSON header line with the media type, then the exact bytes (as the cache's manifest stores keep them). */
+export function encodeStoredManifest(manifest: StoredManifest): Buffer {
+  return Buffer.concat([Buffer.from(`${JSON.stringify({ mediaType: manifest.mediaType })}\n`), manifest.bytes]);
+}
+
+/** A manifest record read back, or undefined when it is damaged (a damaged record is never served: the pusher pushes again). */
+export function decodeStoredManifest(raw: Buffer, digest: Digest): StoredManifest | undefined {
+  const newline = raw.indexOf(0x0a);
+  if (newline < 0) return undefined;
+  const bytes = raw.subarray(newline + 1);
+  if (digestOf(bytes, digestAlgorithm(digest)) !== digest) return undefined;
+  try {
+    const { mediaType } = JSON.parse(raw.subarray(0, newline).toString('utf8')) as { mediaType: string };
+    return { digest, mediaType, bytes };
+  } catch {
+    return undefined;
+  }
+}
+
+export function decodeLocalTag(raw: Buffer): LocalTag | undefined {
+  try {
+    const saved = JSON.parse(raw.toString('utf8')) as LocalTag;
+    return { digest: parseDigest(saved.digest), mediaType: saved.mediaType, platforms: saved.platforms, pushedAt: saved.pushedAt };
+  } catch {
+    return undefined;
+  }
+}
+
+export function decodeBlobOrigin(raw: Buffer): BlobOrigin | undefined {
+  try {
+    const saved = JSON.parse(raw.toString('utf8')) as { upstream: string; repository: string; size?: number };
+    return { upstream: saved.upstream, repository: saved.repository, size: saved.size };
+  } catch {
+    return undefined;
   }
 }
 

@@ -209,11 +209,11 @@ describe('local repositories', () => {
 describe('local namespaces in the config', () => {
   const base = { upstreams: { 'docker.io': { url: 'http://127.0.0.1:1' } }, defaultUpstream: 'docker.io' };
 
-  it('need auth, and the filesystem store', () => {
+  it('need auth, on either store', () => {
     assert.throws(() => parseConfig({ ...base, local: { namespaces: [{ repositories: ['team/**'], push: ['alice'] }] } }), /local.*auth/s);
     const withAuth = { ...base, auth: { tokens: [{ name: 'ci', token: 'x'.repeat(16) }] }, local: { namespaces: [{ repositories: ['team/**'], push: ['ci'] }] } };
     assert.doesNotThrow(() => parseConfig(withAuth));
-    assert.throws(() => parseConfig({ ...withAuth, storage: { type: 's3', s3: { bucket: 'bucket' } } }), /filesystem only/);
+    assert.doesNotThrow(() => parseConfig({ ...withAuth, storage: { type: 's3', s3: { bucket: 'bucket' } } }));
   });
 
   it('match upstream-qualified names; pushers are named, anonymous clients never push', () => {
