@@ -180,7 +180,10 @@ export async function createServer(services: Services, opts: Pick<ArchwayOptions
   let chain: Promise<unknown> = Promise.resolve();
   const reload = (next?: Readonly<Config>): Promise<ReloadResult> => {
     const run = chain.then(() => reloadNow(next));
-    chain = run.catch(() => {});
+    chain = run.then(
+      () => metrics.configReloads.inc({ outcome: 'applied' }),
+      () => metrics.configReloads.inc({ outcome: 'refused' }),
+    );
     return run;
   };
 

@@ -118,11 +118,12 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
     traffic: new TrafficStats(),
   };
   // What a generation's settings mean for the core's parts: new fills, tag lists and revalidations follow them.
-  const retune = (next: Readonly<Config>) => {
+  const retune = (previous: Readonly<Config>, next: Readonly<Config>) => {
     fills.setLimits(fillLimits(next));
     manifests.setRevalidateTimeout(next.timeouts.revalidate);
     memberTags.setLimits(memberTagLimits(next));
-    logger.level = next.log.level;
+    // Only a changed level: a logger handed in (tests, the CLI) keeps the level it was made with.
+    if (next.log.level !== previous.log.level) logger.level = next.log.level;
   };
 
   let built: BuiltGeneration;
@@ -134,12 +135,14 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
   }
   const builds = new Map<Generation, BuiltGeneration>([[built.generation, built]]);
   built.activate();
+  metrics.configGeneration.set(1);
   const generations: Generations<Generation> = new Generations<Generation>(
     built.generation,
     async (old) => {
       const retired = builds.get(old);
       builds.delete(old);
       await retired?.closeExcept([...builds.values()]);
+      metrics.configGenerationsDraining.set(generations.draining - 1);
       logger.debug({ generation: old.id }, 'configuration generation retired');
     },
     () => generations.current.config.server.shutdownTimeout,
@@ -162,8 +165,10 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
           settled = true;
           builds.set(pending.generation, pending);
           const notes = pending.activate();
-          retune(next);
+          retune(generations.current.config, next);
           void generations.swap(pending.generation);
+          metrics.configGeneration.set(pending.generation.id);
+          metrics.configGenerationsDraining.set(generations.draining);
           return notes;
         },
         abandon: async () => {

@@ -17,6 +17,7 @@ import { ConfigError, loadConfigFile } from '../../src/config/load.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { buildArchway, type Archway } from '../../src/server.ts';
 import { http } from '../harness/http.ts';
+import { metricValue } from '../harness/in-process-services.ts';
 import { freePort } from '../harness/ports.ts';
 import { waitFor } from '../harness/process.ts';
 import { deterministicBytes } from '../harness/random.ts';
@@ -116,6 +117,9 @@ describe('reload: generations in process', { timeout: 30_000 }, () => {
     assert.ok(oldA);
     await waitFor(() => logs.filter((l) => l.msg === 'configuration generation retired').length >= 2, { timeoutMs: 5000, description: 'generations 1 and 2 retired' });
     await assert.rejects(oldA.headBlob('team/app', DIGEST), /UND_ERR_(DESTROYED|CLOSED)/, 'a removed upstream connects nowhere once retired');
+    assert.equal(await metricValue(archway.metrics, 'archway_config_generation'), 3);
+    assert.equal(await metricValue(archway.metrics, 'archway_config_generations_draining'), 0);
+    assert.equal(await metricValue(archway.metrics, 'archway_config_reloads_total', { outcome: 'applied' }), 2);
   });
 
   it('a listener it cannot open refuses the reload, and nothing changes', async () => {
@@ -129,6 +133,7 @@ describe('reload: generations in process', { timeout: 30_000 }, () => {
       (err: unknown) => err instanceof ConfigError && /server\.ports: cannot listen on \d+ \(EADDRINUSE\)/.test(err.message),
     );
     assert.equal(archway.services.current(), before, 'still the generation in use before');
+    assert.equal(await metricValue(archway.metrics, 'archway_config_reloads_total', { outcome: 'refused' }), 1);
     taken.close();
 
     const free = await freePort();
