@@ -9,7 +9,7 @@ import type { Config } from './config/schema.ts';
 import { answerClientError, applyListenerSettings, closeGracefully, createListener, type ListenerSettings } from './http/listener.ts';
 import { refuseConnect } from './http/request-hygiene.ts';
 import { StalledClients } from './http/stalled-clients.ts';
-import { readTls } from './http/tls.ts';
+import { loadTlsPair } from './http/tls.ts';
 import type { Metrics } from './observability/metrics.ts';
 import { createServices, type Services, type ServicesOptions } from './services.ts';
 
@@ -146,7 +146,7 @@ export async function createServer(services: Services, opts: Pick<ArchwayOptions
     }
     const previous = current();
     const settings = listenerSettings(next, metrics);
-    const tls = next.server.tls ? readTls(next.server.tls) : undefined;
+    const tls = next.server.tls ? loadTlsPair(next.server.tls) : undefined;
     const pending = services.prepare(next);
     const added = listening ? next.server.ports.filter((p) => !extras.has(p)) : [];
     const removed = [...extras.keys()].filter((p) => !next.server.ports.includes(p));

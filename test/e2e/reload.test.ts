@@ -156,6 +156,8 @@ describe('reload of the whole configuration', () => {
     assert.doesNotMatch(answer.body.toString(), /\bat .*\.ts:\d+/, 'no stack trace');
     assert.equal((await http(`http://127.0.0.1:${armPort}/v2/team/app/manifests/1`, { headers: { accept: OCI.index } })).headers['x-archway-platform'], 'linux/arm64', 'the rule in use stays');
 
+    assert.equal((await http(`${proc.url}/_archway/reload`, { method: 'POST' })).status, 401, 'the admin token is needed');
+
     await writeConfig({ ...good, cache: { maxSize: '1GiB' } });
     const restart = await reload();
     assert.equal(restart.status, 422);
