@@ -115,7 +115,8 @@ describe('reload of the whole configuration', () => {
     const answer = await reload();
     const reloadedAt = Date.now();
     assert.equal(answer.status, 200, answer.body.toString());
-    const { changes } = answer.json<{ changes: string[] }>();
+    const { changes, generation } = answer.json<{ changes: string[]; generation: number }>();
+    assert.equal(generation, 2);
     assert.deepEqual(changes, ['upstreams: -slow.test ~reg.test', 'platform rules', 'virtual: +multi/app', `listeners: +${armPort}`]);
 
     // New requests: the alias routes, the virtual image is assembled, the new listener applies its rule.
