@@ -83,6 +83,11 @@ export interface AuthPart {
   users: ReadonlyMap<string, string>;
 }
 
+export interface LimiterPart {
+  fingerprint: string;
+  limiter: RateLimiter;
+}
+
 /** A generation with the resources it owns, so the next one can carry them over and the rest can be closed. */
 export interface BuiltGeneration {
   generation: Generation;
@@ -97,7 +102,7 @@ export interface BuiltGeneration {
    */
   closeExcept(keep: readonly BuiltGeneration[]): Promise<void>;
   /** What the next build may carry over. */
-  readonly owned: { upstreams: ReadonlyMap<string, UpstreamPart>; auth: AuthPart | undefined };
+  readonly owned: { upstreams: ReadonlyMap<string, UpstreamPart>; auth: AuthPart | undefined; limiter: LimiterPart | undefined };
 }
 
 /**
@@ -140,7 +145,7 @@ export function buildGeneration(config: Readonly<Config>, core: Core, id: number
     void Promise.all(fresh.map((p) => p.pool.close()));
     throw err;
   }
-  const perClient = config.limits.perClient;
+  const limiterPart = limiterFor(config, before?.limiter);
   const generation: Generation = {
     ...core,
     id,
@@ -150,7 +155,7 @@ export function buildGeneration(config: Readonly<Config>, core: Core, id: number
     platforms: new PlatformPolicy(config.platform),
     virtualCatalog: new VirtualCatalog(config.virtual, config.defaultUpstream, router),
     auth: authPart?.auth,
-    limiter: perClient.concurrentRequests || perClient.requestsPerSecond ? new RateLimiter(perClient) : undefined,
+    limiter: limiterPart?.limiter,
     adminGuard,
   };
   return {
@@ -166,7 +171,7 @@ export function buildGeneration(config: Readonly<Config>, core: Core, id: number
       await Promise.all(closing.map((p) => p.pool.close().catch((err: unknown) => core.logger.warn({ upstream: p.client.name, err: (err as Error).message }, 'closing an upstream pool failed'))));
       if (authPart && !inUse.has(authPart.auth)) await authPart.auth.close();
     },
-    owned: { upstreams: upstreamParts, auth: authPart },
+    owned: { upstreams: upstreamParts, auth: authPart, limiter: limiterPart },
   };
 }
 
@@ -231,6 +236,17 @@ function authFor(config: Readonly<Config>, metrics: Metrics, previous: AuthPart 
     tokens,
   });
   return { fingerprint, auth: client, users };
+}
+
+/**
+ * Per-client limits, carried over when they did not change: a client's requests
+ * in flight and its token bucket count on across the reload.
+ */
+function limiterFor(config: Readonly<Config>, previous: LimiterPart | undefined): LimiterPart | undefined {
+  const perClient = config.limits.perClient;
+  if (!perClient.concurrentRequests && !perClient.requestsPerSecond) return undefined;
+  const fingerprint = JSON.stringify(perClient);
+  return previous?.fingerprint === fingerprint ? previous : { fingerprint, limiter: new RateLimiter(perClient) };
 }
 
 function sameEntries(a: ReadonlyMap<string, string>, b: ReadonlyMap<string, string>): boolean {

@@ -141,4 +141,16 @@ describe('reload: generations in process', { timeout: 30_000 }, () => {
     assert.deepEqual(opened.changes, [`listeners: +${free}`]);
     assert.equal((await http(`http://127.0.0.1:${free}/v2/`)).status, 200, 'the new listener answers');
   });
+
+  it('carries per-client limits over while they stay the same, so requests in flight keep counting', async () => {
+    const limits = { perClient: { concurrentRequests: 4 } };
+    const upstreams = { 'b.test': { url: b.url() } };
+    await reloadWith({ defaultUpstream: 'b.test', upstreams, limits });
+    const first = archway.services.current().limiter;
+    assert.ok(first);
+    await reloadWith({ defaultUpstream: 'b.test', upstreams, limits, platform: { default: 'linux/arm64' } });
+    assert.equal(archway.services.current().limiter, first, 'unchanged limits: the same counts');
+    await reloadWith({ defaultUpstream: 'b.test', upstreams, limits: { perClient: { concurrentRequests: 8 } } });
+    assert.notEqual(archway.services.current().limiter, first, 'changed limits: new ones');
+  });
 });
