@@ -66,8 +66,9 @@ export async function inspectImage(config: Readonly<Config>, opts: InspectOption
 async function inspectWith(services: Services, image: string): Promise<PlatformReport> {
   try {
     const { name, reference } = parseImageReference(image);
-    const route = services.router.resolve(name);
-    return await services.inspector.inspect({ image, reference, route, virtual: services.virtualCatalog.match(route) });
+    const generation = services.current();
+    const route = generation.router.resolve(name);
+    return await services.inspector.inspect({ image, reference, route, virtual: generation.virtualCatalog.match(route) });
   } catch (err) {
     // As the endpoint would answer it, the spec's code with its message.
     if (err instanceof RegistryError) throw new Error(`${err.status}: ${err.code}: ${err.message}`);

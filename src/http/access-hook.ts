@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ClientAuth, Principal } from '../access/client-auth.ts';
 import type { RateLimiter } from '../access/rate-limiter.ts';
 import { PLATFORMS_ROUTE } from './platforms-route.ts';
@@ -17,8 +17,16 @@ declare module 'fastify' {
  * for orchestrators. Which repositories a principal may pull is checked once
  * the name is routed (v2-routes.ts).
  */
-export function installAccessHook(app: FastifyInstance, opts: { auth: ClientAuth | undefined; protectMetrics: boolean; limiter: RateLimiter | undefined }): void {
+export interface AccessSettings {
+  auth: ClientAuth | undefined;
+  protectMetrics: boolean;
+  limiter: RateLimiter | undefined;
+}
+
+/** `settingsFor`: those of the request's configuration generation (a reload changes them for new requests only). */
+export function installAccessHook(app: FastifyInstance, settingsFor: (request: FastifyRequest) => AccessSettings): void {
   app.addHook('onRequest', async (request, reply) => {
+    const opts = settingsFor(request);
     // Decided by the route the router matched, not by the raw URL: `/metrics#`,
     // `/%6detrics` and friends reach the same handler and must meet the same check.
     const route = request.routeOptions.url;

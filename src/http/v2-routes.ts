@@ -34,13 +34,14 @@ const API_VERSION = ['docker-distribution-api-version', 'registry/2.0'] as const
 
 const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
 
-/** The pull side of the OCI distribution API, under /v2. */
-export function registerV2Routes(app: FastifyInstance, services: V2Services): void {
+/** The pull side of the OCI distribution API, under /v2; `servicesFor` gives those of the request's configuration generation. */
+export function registerV2Routes(app: FastifyInstance, servicesFor: (request: FastifyRequest) => V2Services): void {
   app.addHook('onSend', async (request, reply) => {
     if (request.url.startsWith('/v2')) reply.header(...API_VERSION);
   });
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+    const services = servicesFor(request);
     const [path = '', query = ''] = splitUrl(request.url);
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       // A server that closes with a request body unread makes the kernel reset the
