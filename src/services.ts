@@ -138,6 +138,8 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
   const auth = config.auth ? clientAuth(config.auth, config.defaultUpstream, metrics) : undefined;
   const perClient = config.limits.perClient;
   const jobs = new PrefetchJobs(manifests, blobs, logger);
+  const inventory = new CacheInventory(blobStore, manifestStore, tagStore, stores.events);
+  inventory.followPurges((err) => logger.warn({ err: (err as Error).message }, 'dropping the copies of a purge made through another replica failed'));
 
   return {
     config,
@@ -155,7 +157,7 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
     auth,
     limiter: perClient.concurrentRequests || perClient.requestsPerSecond ? new RateLimiter(perClient) : undefined,
     adminGuard: new AdminGuard(adminToken(config)),
-    inventory: new CacheInventory(blobStore, manifestStore, tagStore),
+    inventory,
     jobs,
     traffic: new TrafficStats(),
     start: () => scrubber?.start(),
