@@ -98,8 +98,8 @@ export function createClient(target: RedisTarget, extra: RedisOptions = {}): Red
     name: target.name,
     ...(target.password !== undefined ? { password: target.password } : {}),
     ...(target.sentinelPassword !== undefined ? { sentinelPassword: target.sentinelPassword } : {}),
-    // Sentinels publish +switch-master: reconnect on it, not on the old primary's first refused command.
-    failoverDetector: true,
+    // No failoverDetector: its connections to the sentinels report errors nowhere (ioredis prints them on stderr);
+    // a primary demoted in place is left on its first READONLY answer instead (reconnectOnError above).
     // No sentinel answering: keep asking, at the pace of reconnections.
     sentinelRetryStrategy: (times) => Math.min(200 * times, 2000),
   });
