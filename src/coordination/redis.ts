@@ -58,7 +58,7 @@ export async function connectRedis(
     if (down) return;
     down = true;
     onReachable(false);
-    logger.warn('redis connection lost; coordinating within this replica only until it is back');
+    logger.warn('redis unreachable (connection lost); coordinating within this replica only until it is back');
   });
   redis.on('ready', () => {
     if (down) logger.info('redis is back; coordinating across replicas again');
