@@ -28,6 +28,8 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const NAMES = ['A', 'B', 'C'] as const;
 const TOKEN = 'failover-admin-token-0123456789';
+/** The Redis servers require it (as production ones should): archway's redis.password, and never in its output. */
+const REDIS_PASSWORD = 'failover-redis-secret-4f1c';
 /** About 6 MiB/s: an 8 MiB blob takes ~1.3 s, long enough for six clients on two replicas to overlap. */
 const SLOW: FaultMode = { kind: 'trickle', chunkBytes: 256 * KiB, pauseMs: 40 };
 
@@ -96,7 +98,7 @@ before(async () => {
   work = await tempDir('archway-failover-');
   registry = await startRegistry();
   front = await startFaultFront(registry);
-  [s3, topology] = await Promise.all([startS3({ atomicWrites: true }), startSentinelTopology()]);
+  [s3, topology] = await Promise.all([startS3({ atomicWrites: true }), startSentinelTopology({ password: REDIS_PASSWORD })]);
 
   const one = (name: string, layerSizes: number[]) =>
     buildImage({ dir: join(work, name), tag: '1', platforms: [{ os: 'linux', architecture: 'amd64' }], format: 'oci', layerSizes, seed: `failover-${name}`, index: false });
@@ -119,7 +121,7 @@ before(async () => {
     defaultUpstream: 'docker.io',
     cache: { dir: await tempDir(`archway-failover-${name}-`) },
     storage: s3.storage('failover/'),
-    redis: { sentinels: topology.sentinels, name: topology.name, fillWait: '30s' },
+    redis: { sentinels: topology.sentinels, name: topology.name, password: REDIS_PASSWORD, fillWait: '30s' },
     admin: { token: TOKEN },
     timeouts: { connect: '2s', headers: '10s', bodyIdle: '10s' },
     log: { level: 'info' },
@@ -305,6 +307,7 @@ describe('replicas coordinating through Redis Sentinel', () => {
   it('after the failover, a purge through B still reaches A and C at once (the subscribers followed the new primary)', async (t) => {
     for (const [i, r] of replicas.entries()) {
       assert.match(r.output(), /cluster events resumed/, `${NAMES[i]} was told it may have missed events`);
+      assert.ok(!r.output().includes(REDIS_PASSWORD), `${NAMES[i]}'s output holds no Redis password`);
     }
     t.diagnostic(await purgeReachesEveryReplica(1, 'team/purged-later', purgeImages.w1 as BuiltImage, purgeImages.w2 as BuiltImage));
   });

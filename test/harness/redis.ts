@@ -82,7 +82,9 @@ const FAILOVER_TIMEOUT_MS = 2000;
  * every sentinel knows the replica and the other two sentinels (without
  * that, no failover could happen).
  */
-export async function startSentinelTopology(name = 'archway'): Promise<SentinelTopology> {
+export async function startSentinelTopology(opts: { name?: string; password?: string } = {}): Promise<SentinelTopology> {
+  const name = opts.name ?? 'archway';
+  const password = opts.password;
   await ensureCommands([
     { command: 'redis-server', debianPackage: 'redis-server' },
     { command: 'redis-sentinel', debianPackage: 'redis-sentinel' },
@@ -97,6 +99,8 @@ export async function startSentinelTopology(name = 'archway'): Promise<SentinelT
       args: [
         ...['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
         ...(replicaOf ? ['--replicaof', '127.0.0.1', String(replicaOf)] : []),
+        // The same password on both, and for replication: either may be primary after a failover.
+        ...(password ? ['--requirepass', password, '--masterauth', password] : []),
       ],
       logFile: join(dir, `redis-${port}.log`),
     });
@@ -121,6 +125,7 @@ export async function startSentinelTopology(name = 'archway'): Promise<SentinelT
         `sentinel down-after-milliseconds ${name} ${DOWN_AFTER_MS}`,
         `sentinel failover-timeout ${name} ${FAILOVER_TIMEOUT_MS}`,
         `sentinel parallel-syncs ${name} 1`,
+        ...(password ? [`sentinel auth-pass ${name} ${password}`] : []),
         '',
       ].join('\n'),
     );
@@ -129,8 +134,10 @@ export async function startSentinelTopology(name = 'archway'): Promise<SentinelT
     await waitFor(() => canConnect(port), { timeoutMs: 10_000, description: `redis-sentinel on ${port}`, proc });
   }
 
+  /** One command to a sentinel, or (`auth`) to a server. */
   const ask = async (port: number, ...args: string[]): Promise<unknown> => {
-    const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    const auth = servers.has(port) && password ? { password } : {};
+    const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, ...auth });
     try {
       await client.connect();
       return await client.call(args[0] as string, ...args.slice(1));
