@@ -105,6 +105,8 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
   const memberTags = new MemberTags(logger, config.cache.tagTtl, memberTagLimits(config));
   const virtualImages = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl, memberTags);
   const jobs = new PrefetchJobs(manifests, blobs, logger);
+  const inventory = new CacheInventory(blobStore, manifestStore, tagStore, stores.events);
+  inventory.followPurges((err) => logger.warn({ err: (err as Error).message }, 'dropping the copies of a purge made through another replica failed'));
   const core: Core = {
     logger,
     metrics,
@@ -113,7 +115,7 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
     blobs,
     virtualImages,
     inspector: new PlatformInspector(manifests, virtualImages, blobs, blobStore),
-    inventory: new CacheInventory(blobStore, manifestStore, tagStore),
+    inventory,
     jobs,
     traffic: new TrafficStats(),
   };
