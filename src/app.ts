@@ -22,7 +22,7 @@ export interface HttpAppOptions {
   /** Makes the listener fastify serves on (server.ts: HTTPS, client timeouts); without it, `inject` only. */
   serverFactory?: FastifyServerFactory;
   /** `POST /_archway/reload`: re-read the configuration (server.ts); without it, that route answers 405. */
-  reload?: () => Promise<{ generation: number; changes: string[] }>;
+  reload?: () => Promise<{ generation: number; changes: string[]; toldReplicas?: boolean }>;
 }
 
 /**

@@ -1,4 +1,5 @@
 import type { RequestListener, Server } from 'node:http';
+import { hostname } from 'node:os';
 import type { Server as HttpsServer } from 'node:https';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -18,6 +19,8 @@ export interface ReloadResult {
   /** The generation now in use (1 is the configuration archway started with). */
   generation: number;
   changes: string[];
+  /** Whether the other replicas sharing this cache were told to reload theirs (the admin API's reload). */
+  toldReplicas?: boolean;
 }
 
 export interface Archway {
@@ -83,7 +86,7 @@ export async function createServer(services: Services, opts: Pick<ArchwayOptions
       handler = h;
       return createListener(h, listenerSettings(config, metrics));
     },
-    reload: () => reload(),
+    reload: () => reloadEverywhere(),
   });
   const stalled = new StalledClients(config.timeouts.clientIdle, () => metrics.clientsDropped.inc({ reason: 'stalled' }));
   const watch = (server: Server) => {
@@ -187,5 +190,27 @@ export async function createServer(services: Services, opts: Pick<ArchwayOptions
     return run;
   };
 
-  return { app, services, metrics, logger, listen, close, reload };
+  // The admin API's reload is one call for every replica sharing the cache: once this
+  // one has put its file in use, the others reload their own files (a file that does not
+  // validate here tells nobody). A SIGHUP is for its own process only.
+  const events = services.stores.events;
+  const self = `${hostname()}:${process.pid}`;
+  const reloadEverywhere = async (): Promise<ReloadResult> => {
+    const result = await reload();
+    if (events.shared) await events.publish('reload', { by: self });
+    return { ...result, toldReplicas: events.shared };
+  };
+  const stopHearing = events.subscribe('reload', ({ by }, origin) => {
+    if (origin.self) return;
+    reload().then(
+      ({ generation, changes }) => logger.info({ by, generation, changes }, `reload asked by ${by}: ${changes.length ? changes.join(', ') : 'no changes'}`),
+      (err: Error) => logger.error({ by, errors: err instanceof ConfigError ? err.issues : [err.message] }, `reload asked by ${by} refused; keeping what was in use`),
+    );
+  });
+  const closeAll = async () => {
+    stopHearing();
+    await close();
+  };
+
+  return { app, services, metrics, logger, listen, close: closeAll, reload };
 }

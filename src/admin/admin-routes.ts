@@ -41,7 +41,7 @@ export interface AdminRoutesOptions {
   /** Process-lived, like the snapshot of it kept here. */
   inventory: CacheInventory;
   /** Re-read the whole configuration file; absent when nothing can reload (an app without a server). */
-  reload: (() => Promise<{ generation: number; changes: string[] }>) | undefined;
+  reload: (() => Promise<{ generation: number; changes: string[]; toldReplicas?: boolean }>) | undefined;
 }
 
 const prefetchBody = z
@@ -160,9 +160,9 @@ export async function registerAdminRoutes(app: FastifyInstance, opts: AdminRoute
     scope.post('/_archway/reload', async (request, reply) => {
       if (!opts.reload) throw new RegistryError('UNSUPPORTED', 'this archway has no configuration file to reload', { status: 405 });
       try {
-        const { generation, changes } = await opts.reload();
-        request.log.info({ changes, generation }, `reload: ${changes.length ? changes.join(', ') : 'no changes'}`);
-        return reply.header('cache-control', 'no-store').send({ reloaded: true, generation, changes });
+        const { generation, changes, toldReplicas = false } = await opts.reload();
+        request.log.info({ changes, generation, toldReplicas }, `reload: ${changes.length ? changes.join(', ') : 'no changes'}`);
+        return reply.header('cache-control', 'no-store').send({ reloaded: true, generation, changes, toldReplicas });
       } catch (err) {
         if (!(err instanceof ConfigError)) throw err;
         request.log.error({ errors: err.issues }, 'reload refused; keeping what was in use');

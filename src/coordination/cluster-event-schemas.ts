@@ -24,6 +24,7 @@ export const CLUSTER_EVENT_SCHEMAS: { [K in ClusterEventKind]: z.ZodType<Cluster
     tags: z.array(z.string()).max(100_000),
     manifests: z.array(digest).max(100_000),
   }),
+  reload: z.object({ by: z.string().max(300) }),
 };
 
 export function isClusterEventKind(kind: unknown): kind is ClusterEventKind {

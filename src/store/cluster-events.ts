@@ -4,8 +4,6 @@ import type { Digest } from '../oci/digest.ts';
  * Every kind of event replicas tell each other, by name, with what it
  * carries. Adding a kind is a line here and its wire schema beside the Redis
  * bus (src/coordination/cluster-event-schemas.ts; the compiler asks for it).
- * Foreseen: `reload` (every replica reloads its own config file) and
- * `local-changed` (a pushed local tag or manifest changed: drop copies).
  */
 export interface ClusterEventMap {
   /**
@@ -14,6 +12,12 @@ export interface ClusterEventMap {
    * these manifests, so nobody serves them from a copy after the purge.
    */
   purge: { upstream: string; repository: string; tags: string[]; manifests: Digest[] };
+  /**
+   * `POST /_archway/reload` on one replica put its file in use: every other
+   * replica reloads its own configuration file (`by` names the one asked, for
+   * their log lines). A SIGHUP stays with the process it was sent to.
+   */
+  reload: { by: string };
 }
 
 export type ClusterEventKind = keyof ClusterEventMap;

@@ -9,6 +9,7 @@
 // failover, coalescing across replicas resumes once the replica is promoted,
 // and purge events flow again on the promoted primary.
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Agent, request } from 'undici';
@@ -23,6 +24,7 @@ import { startRegistry, type RegistryHandle, type RegistryRequest } from '../har
 import { startS3, type S3Handle } from '../harness/s3.ts';
 import { pushLayout } from '../harness/skopeo.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
+import { stringify } from 'yaml';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -94,6 +96,9 @@ function percentile(values: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0;
 }
 
+/** Each replica's configuration as started (the reload test writes a changed one). */
+let configs: Array<Record<string, unknown>> = [];
+
 before(async () => {
   work = await tempDir('archway-failover-');
   registry = await startRegistry();
@@ -126,7 +131,7 @@ before(async () => {
     timeouts: { connect: '2s', headers: '10s', bodyIdle: '10s' },
     log: { level: 'info' },
   });
-  const configs = await Promise.all(NAMES.map(config));
+  configs = await Promise.all(NAMES.map(config));
   replicas.push(...(await Promise.all(configs.map((c) => startArchwayProcess(c)))));
 });
 
@@ -180,7 +185,37 @@ async function purgeReachesEveryReplica(via: number, repo: string, old: BuiltIma
   return `purge through ${NAMES[via]}: ${others.map((i) => NAMES[i]).join(' and ')} answered the new tag and 404 for the withdrawn manifest within ${answeredMs} ms`;
 }
 
+/** The file as the harness wrote it for replica `i` (its port, cache directory), with the upstream given `aliases`. */
+async function writeConfigWithAlias(i: number, alias: string): Promise<void> {
+  const r = replica(i);
+  const c = configs[i] as { upstreams: Record<string, Record<string, unknown>>; cache: object };
+  const upstreams = { 'docker.io': { ...c.upstreams['docker.io'], aliases: [alias] } };
+  const server = { shutdownTimeout: '5s', host: '127.0.0.1', port: r.port };
+  await writeFile(r.configPath, stringify({ ...c, upstreams, server, cache: { ...c.cache, dir: r.cacheDir } }));
+}
+
 describe('replicas coordinating through Redis Sentinel', () => {
+  it('a reload through one replica’s admin API reloads every replica’s own file at once', async () => {
+    const aliased = (i: number) => http(`${replica(i).url}/v2/mirror.example/team/app/manifests/1`, { headers: { accept: ACCEPT.all }, dispatcher: client });
+    for (let i = 0; i < replicas.length; i++) assert.equal((await aliased(i)).status, 404, `${NAMES[i]}: no such alias yet`);
+    for (let i = 0; i < replicas.length; i++) await writeConfigWithAlias(i, 'mirror.example');
+    const answer = await http(`${replica(0).url}/_archway/reload`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` }, dispatcher: client });
+    assert.equal(answer.status, 200, answer.body.toString('utf8'));
+    const body = answer.json<{ changes: string[]; toldReplicas: boolean }>();
+    assert.equal(body.toldReplicas, true);
+    assert.ok(body.changes.some((c) => c.includes('docker.io')), `A's changes name the upstream: ${body.changes.join(', ')}`);
+    for (const i of [1, 2]) {
+      // Told over pub/sub: the reload runs as the message arrives, a moment after A's answer.
+      const deadline = Date.now() + 5000;
+      let status = 0;
+      while ((status = (await aliased(i)).status) !== 200 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(status, 200, `${NAMES[i]} reloaded its own file when A was asked`);
+      assert.match(replica(i).output(), /reload asked by [^:]+:\d+: /, `${NAMES[i]} logged who asked`);
+    }
+    assert.equal((await aliased(0)).status, 200, 'A uses the new file too');
+  });
+
+
   it('a purge through one replica drops every replica’s in-memory copies at once', async (t) => {
     t.diagnostic(await purgeReachesEveryReplica(0, 'team/purged', purgeImages.v1 as BuiltImage, purgeImages.v2 as BuiltImage));
   });
