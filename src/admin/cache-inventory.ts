@@ -65,10 +65,17 @@ export class CacheInventory {
    * unsubscribe function.
    */
   followPurges(onError: (err: unknown) => void): () => void {
-    return this.events?.subscribe('purge', (event, origin) => {
-      if (origin.self) return;
-      void this.forget(event).catch(onError);
-    }) ?? (() => {});
+    const stopPurges =
+      this.events?.subscribe('purge', (event, origin) => {
+        if (origin.self) return;
+        void this.forget(event).catch(onError);
+      }) ?? (() => {});
+    // Purges published while this replica was cut off never arrive: every copy in memory may be one of them.
+    const stopGaps = this.events?.onGap(() => this.manifests.forgetCopies?.()) ?? (() => {});
+    return () => {
+      stopPurges();
+      stopGaps();
+    };
   }
 
   private async forget(event: ClusterEventMap['purge']): Promise<void> {
