@@ -1,5 +1,5 @@
 // The BlobStore contract, the same suite as the filesystem store's, against
-// the S3 store on a real S3-compatible server (s3rver): alone (it indexes the
+// the S3 store on a real S3 implementation (Ceph RGW): alone (it indexes the
 // bucket itself) and with the index shared through a real Redis.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
