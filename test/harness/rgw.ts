@@ -74,9 +74,6 @@ osd objectstore = memstore
 memstore device bytes = ${8 * 1024 ** 3}
 # Exit at once on SIGTERM instead of telling a monitor that may already be gone.
 osd fast shutdown notify mon = false
-# Deleted objects' tails are reclaimed after seconds, not hours: eviction tests free memory.
-rgw gc obj min wait = 10
-rgw gc processor period = 10
 mon data = ${o.dir}/mon.$id
 osd data = ${o.dir}/osd.$id
 log file = ${o.dir}/$name.log
