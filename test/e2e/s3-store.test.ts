@@ -165,6 +165,49 @@ describe('damaged objects in the bucket', () => {
   });
 });
 
+describe('what the store relies on from the bucket', () => {
+  // S3 lets a GET under way finish after the object is deleted or replaced; S3BlobStore relies on it when another
+  // replica evicts a blob being read here, or uploads the same blob again (Redis away). RGW keeps the old data
+  // until its garbage collection (rgw_gc_obj_min_wait, 2 h). Big enough that most of it is still in the bucket,
+  // not in socket buffers or the gateway's read-ahead (16 MiB), when the object changes.
+  it('a read under way ends with the whole blob when the object is uploaded again or deleted meanwhile', async () => {
+    const bucket = new S3Bucket(s3Config(`${randomUUID()}/`));
+    const tmp = await tempDir('archway-s3-change-');
+    const store = new S3BlobStore({ bucket, tmpDir: tmp, maxSize: 1 << 30, logger });
+    await store.init();
+    try {
+      const bytes = randomBytes(40 * 1024 * 1024);
+      const digest = digestOf(bytes);
+      const commit = async () => {
+        const path = store.tempPath();
+        await writeFile(path, bytes);
+        await store.commitFile(path, { digest, size: bytes.length });
+      };
+      await commit();
+      for (const change of ['uploaded again', 'deleted'] as const) {
+        const read = await store.open(digest);
+        assert.ok(read, `stored before it is ${change}`);
+        const chunks: Buffer[] = [];
+        for await (const chunk of read.stream) {
+          if (chunks.length === 0) {
+            if (change === 'deleted') {
+              await bucket.delete(blobObjectKey(digest));
+              assert.equal(await bucket.size(blobObjectKey(digest)), undefined, 'the object is gone for new requests');
+            } else {
+              await commit();
+            }
+          }
+          chunks.push(chunk as Buffer);
+        }
+        assert.ok(Buffer.concat(chunks).equals(bytes), `the read that was under way when the object was ${change} gave the whole blob`);
+      }
+    } finally {
+      await store.close();
+      await removeDir(tmp);
+    }
+  });
+});
+
 describe('eviction across replicas', () => {
   it('is least recently used by any replica: a blob read through one is kept when another evicts', async () => {
     const prefix = `${randomUUID()}/`;
