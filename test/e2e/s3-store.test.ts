@@ -2,7 +2,7 @@
 // the S3 store on a real S3 implementation (Ceph RGW): alone (it indexes the
 // bucket itself) and with the index shared through a real Redis.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import assert from 'node:assert/strict';
@@ -21,6 +21,7 @@ import { startArchway } from '../harness/archway.ts';
 import { http } from '../harness/http.ts';
 import { startRedis, type RedisHandle } from '../harness/redis.ts';
 import { startRegistry } from '../harness/registry.ts';
+import { startRgw } from '../harness/rgw.ts';
 import { startS3, type S3Handle } from '../harness/s3.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
 
@@ -267,3 +268,36 @@ async function pushBlob(registry: { url: string }, name: string, bytes: Buffer):
   assert.equal(put.statusCode, 201, 'blob pushed');
   return digest;
 }
+
+describe('the S3 harness (Ceph RGW)', () => {
+  it('handles in one test file share its cluster, each with a bucket of its own', async () => {
+    const other = await startS3();
+    const mine = new S3Bucket(s3Config(''));
+    const theirs = new S3Bucket({ ...other.storage('').s3, redirect: false } as unknown as ConstructorParameters<typeof S3Bucket>[0]);
+    try {
+      assert.equal(other.endpoint, s3.endpoint, 'the same cluster');
+      assert.notEqual(other.bucket, s3.bucket);
+      const key = `isolation/${randomUUID()}`;
+      await theirs.putBuffer(key, Buffer.from('theirs'));
+      assert.equal(await mine.size(key), undefined, 'an object in one bucket is not in the other');
+      assert.equal(await theirs.size(key), 6);
+    } finally {
+      theirs.close();
+      await other.stop();
+    }
+    assert.equal(await mine.size('isolation/none'), undefined, 'the cluster still answers once the other handle stopped');
+    mine.close();
+  });
+
+  it('stop() leaves no daemon and no state behind', async () => {
+    const cluster = await startRgw();
+    assert.equal(cluster.pids.length, 3, 'a monitor, an OSD and the gateway');
+    assert.ok((await cluster.rssBytes()) > 0);
+    await cluster.stop();
+    const alive = (pid: number) => access(`/proc/${pid}`).then(() => true, () => false);
+    for (const pid of cluster.pids) assert.equal(await alive(pid), false, `process ${pid} is gone`);
+    if (process.env.ARCHWAY_TEST_KEEP_TMP === '1') await access(cluster.dir); // kept on purpose, for a post-mortem
+    else await assert.rejects(access(cluster.dir), 'the state directory is removed');
+    await assert.rejects(fetch(cluster.endpoint), 'nothing answers on the endpoint');
+  });
+});

