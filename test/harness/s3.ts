@@ -40,7 +40,15 @@ async function releaseCluster(): Promise<void> {
   await (await cluster).stop();
 }
 
-export async function startS3(): Promise<S3Handle> {
+export interface StartS3Options {
+  /**
+   * Objects visible only once completely written, as in S3. Always so on RGW; the
+   * option stays for callers written for the s3rver harness, which needed it.
+   */
+  atomicWrites?: true;
+}
+
+export async function startS3(_opts: StartS3Options = {}): Promise<S3Handle> {
   const cluster = await acquireCluster();
   // Bucket names: 3 to 63 lowercase letters, digits and hyphens.
   const bucket = `archway-test-${randomBytes(6).toString('hex')}`;
