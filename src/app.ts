@@ -60,10 +60,12 @@ export async function createHttpApp(services: Services, opts: HttpAppOptions = {
   installRequestLog(app, metrics, services.traffic);
   // Right after the log: every later hook and route reads this request's generation, never the current one.
   app.decorateRequest('generation', null as unknown as Hold<Generation>);
-  app.addHook('onRequest', async (request, reply) => {
+  // Callback hooks, here and in the request log: they run on every request, and an async one costs a promise and a microtask.
+  app.addHook('onRequest', (request, reply, done) => {
     const held = services.hold();
     request.generation = held;
     reply.raw.once('close', held.release);
+    done();
   });
   installErrorHandler(app);
   installRequestHygiene(app);

@@ -89,6 +89,10 @@ function closeListener(server: Server): Promise<void> {
  */
 export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  // Bytes after a request that said `Connection: close`: that request is answered (or being
+  // answered) and the connection closes after it; the rest is never read as a request, and a
+  // second answer here would follow the first one on the wire (or cut it).
+  if (err.code === 'HPE_CLOSED_CONNECTION') return;
   const [status, text, message] =
     err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? [408, 'Request Timeout', 'Client Timeout']

@@ -36,8 +36,9 @@ const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'a
 
 /** The pull side of the OCI distribution API, under /v2; `servicesFor` gives those of the request's configuration generation. */
 export function registerV2Routes(app: FastifyInstance, servicesFor: (request: FastifyRequest) => V2Services): void {
-  app.addHook('onSend', async (request, reply) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     if (request.url.startsWith('/v2')) reply.header(...API_VERSION);
+    done(null, payload);
   });
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
