@@ -15,6 +15,7 @@ const LAYERS = [
   'server.ts',
   'app.ts',
   'services.ts',
+  'generation.ts',
   'stores.ts',
   ['http', 'admin'],
   'inspect',

@@ -1,5 +1,5 @@
 // npm run bench:replicas — archway as several replicas sharing one cache (an
-// S3-compatible bucket, s3rver; coordination through a real redis-server),
+// S3 bucket on Ceph RGW; coordination through a real redis-server),
 // on loopback, as the figures of docs/replicas.md ("Capacity, from the measured figures"):
 //   1. upstream fetches per blob when 16 cold requests for one 64 MiB blob
 //      land on three replicas at once (upstream throttled to 50 MB/s so they

@@ -8,11 +8,21 @@ import { registerPlatformsRoute } from './http/platforms-route.ts';
 import { installRequestLog } from './http/request-context.ts';
 import { badUrlError, installRequestHygiene } from './http/request-hygiene.ts';
 import { registerV2Routes } from './http/v2-routes.ts';
-import type { Services } from './services.ts';
+import type { Generation, Services } from './services.ts';
+import type { Hold } from './util/generations.ts';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The configuration generation this request runs under, read once when it arrives (released when its response closes). */
+    generation: Hold<Generation>;
+  }
+}
 
 export interface HttpAppOptions {
   /** Makes the listener fastify serves on (server.ts: HTTPS, client timeouts); without it, `inject` only. */
   serverFactory?: FastifyServerFactory;
+  /** `POST /_archway/reload`: re-read the configuration (server.ts); without it, that route answers 405. */
+  reload?: () => Promise<{ generation: number; changes: string[]; toldReplicas?: boolean }>;
 }
 
 /**
@@ -49,27 +59,47 @@ export async function createHttpApp(services: Services, opts: HttpAppOptions = {
     done(null);
   });
   installRequestLog(app, metrics, services.traffic);
+  // Right after the log: every later hook and route reads this request's generation, never the current one.
+  app.decorateRequest('generation', null as unknown as Hold<Generation>);
+  // Callback hooks, here and in the request log: they run on every request, and an async one costs a promise and a microtask.
+  app.addHook('onRequest', (request, reply, done) => {
+    const held = services.hold();
+    request.generation = held;
+    reply.raw.once('close', held.release);
+    done();
+  });
   installErrorHandler(app);
   installRequestHygiene(app);
-  installAccessHook(app, { auth: services.auth, protectMetrics: config.auth?.protectMetrics ?? false, limiter: services.limiter });
-  registerV2Routes(app, { ...services, maxManifestSize: config.local.maxManifestSize });
-  registerPlatformsRoute(app, services);
+  installAccessHook(app, (request) => {
+    const g = request.generation.value;
+    return { auth: g.auth, protectMetrics: g.config.auth?.protectMetrics ?? false, limiter: g.limiter };
+  });
+  registerV2Routes(app, (request) => request.generation.value);
+  registerPlatformsRoute(app, (request) => request.generation.value);
   const blobStore = services.stores.blobs;
   await registerAdminRoutes(app, {
-    guard: services.adminGuard,
-    config,
-    router: services.router,
-    manifests: services.manifests,
-    blobs: services.blobs,
-    blobStore,
-    virtualCatalog: services.virtualCatalog,
-    virtualImages: services.virtualImages,
-    localCatalog: services.localCatalog,
-    localImages: services.localImages,
     inventory: services.inventory,
-    jobs: services.jobs,
-    traffic: services.traffic,
-    upstreams: [...services.upstreams.values()],
+    reload: opts.reload,
+    servicesFor: (request) => {
+      const g = request.generation.value;
+      return {
+        guard: g.adminGuard,
+        config: g.config,
+        router: g.router,
+        manifests: g.manifests,
+        blobs: g.blobs,
+        blobStore,
+        virtualCatalog: g.virtualCatalog,
+        virtualImages: g.virtualImages,
+        localCatalog: g.localCatalog,
+        localImages: g.localImages,
+        inventory: g.inventory,
+        jobs: g.jobs,
+        traffic: g.traffic,
+        upstreams: [...g.upstreams.values()],
+        retain: request.generation.retain,
+      };
+    },
   });
   registerHealthRoutes(app, {
     cacheDir: config.cache.dir,

@@ -27,6 +27,8 @@ export const ERROR_CODES = {
   // archway's admin API (/_archway/): a request it cannot read, a job it does not know.
   INVALID_REQUEST: { status: 400, message: 'invalid request' },
   JOB_UNKNOWN: { status: 404, message: 'job unknown' },
+  // A reload whose configuration file does not validate, or changes a field only a restart may.
+  CONFIG_INVALID: { status: 422, message: 'configuration invalid; nothing was changed' },
   UNKNOWN: { status: 500, message: 'unknown error' },
 } as const satisfies Record<string, { status: number; message: string }>;
 

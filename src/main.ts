@@ -47,7 +47,7 @@ async function main(): Promise<void> {
     exitOnConfigError(err);
   }
   const command = positionals.join(' ') || 'serve';
-  if (command === 'serve') return serve(config);
+  if (command === 'serve') return serve(config, configPath);
   if (command === 'cache verify') return verify(config);
   if (positionals[0] === 'inspect' && positionals.length === 2) {
     return inspect(config, { image: positionals[1] as string, url: values.url ?? process.env.ARCHWAY_URL, token: values.token ?? process.env.ARCHWAY_TOKEN }, values.json ?? false);
@@ -63,9 +63,9 @@ async function main(): Promise<void> {
   process.exit(2);
 }
 
-async function serve(config: Readonly<Config>): Promise<void> {
+async function serve(config: Readonly<Config>, configPath: string): Promise<void> {
   // Building reads the files the config names (passwords, CAs): their errors are config errors too.
-  const archway = await buildArchway(config).catch(exitOnConfigError);
+  const archway = await buildArchway(config, { configFile: configPath }).catch(exitOnConfigError);
   const { logger } = archway;
   const shutdown = async (signal: string) => {
     logger.info({ signal }, 'shutting down');
@@ -81,12 +81,15 @@ async function serve(config: Readonly<Config>): Promise<void> {
   process.once('SIGTERM', () => void shutdown('SIGTERM'));
   process.once('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGHUP', () => {
-    try {
-      const reloaded = archway.reload();
-      logger.info(reloaded.length ? `SIGHUP: reloaded ${reloaded.join(', ')}` : 'SIGHUP: nothing to reload (no server.tls, no auth.htpasswd)');
-    } catch (err) {
-      logger.error({ err: (err as Error).message }, 'SIGHUP: reload failed; keeping what was in use');
-    }
+    archway.reload().then(
+      ({ changes, generation }) =>
+        logger.info({ changes, generation }, `SIGHUP: reloaded ${changes.length ? changes.join(', ') : 'the configuration (nothing changed)'}`),
+      (err: unknown) =>
+        logger.error(
+          { err: (err as Error).message, errors: err instanceof ConfigError ? err.issues : undefined },
+          'SIGHUP: reload failed; keeping what was in use',
+        ),
+    );
   });
 
   const addresses = await archway.listen();

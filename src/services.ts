@@ -1,84 +1,67 @@
 import pino, { type Logger } from 'pino';
-import { AdminGuard } from './admin/admin-guard.ts';
 import { CacheInventory } from './admin/cache-inventory.ts';
 import { PrefetchJobs } from './admin/prefetch.ts';
-import { ClientAuth } from './access/client-auth.ts';
-import { readHtpasswd } from './access/htpasswd.ts';
-import { FailedLoginLimiter } from './access/login-limiter.ts';
-import { PasswordCheckPool } from './access/password-checks.ts';
-import { RateLimiter } from './access/rate-limiter.ts';
-import { ConfigError } from './config/load.ts';
 import type { Config } from './config/schema.ts';
-import { readSecret } from './config/secrets.ts';
 import type { FillLimits } from './fill/fill-limits.ts';
 import { FillTable } from './fill/fill-table.ts';
+import { buildGeneration, type BuiltGeneration, type Core, type Generation } from './generation.ts';
 import { PlatformInspector } from './inspect/platform-inspector.ts';
-import { createMetrics, type Metrics } from './observability/metrics.ts';
+import { createMetrics } from './observability/metrics.ts';
 import { TrafficStats } from './observability/traffic.ts';
-import { PlatformPolicy } from './platform/policy.ts';
 import { BlobService } from './registry/blob-service.ts';
 import { DescriptorSizes } from './registry/descriptor-sizes.ts';
 import { ManifestService } from './registry/manifest-service.ts';
 import { RepositoryAccess } from './registry/repository-access.ts';
-import { Router, type RouterUpstream } from './routing/router.ts';
 import { BlobScrubber } from './store/blob-scrubber.ts';
 import { StorageHealth } from './store/storage-health.ts';
-import { createStores, type Stores } from './stores.ts';
-import { UpstreamClient } from './upstream/client.ts';
-import { resolveCredentials } from './upstream/credentials.ts';
-import { Dispatchers } from './upstream/dispatcher.ts';
-import type { Upstream } from './upstream/upstream.ts';
-import { VirtualCatalog } from './virtual/virtual-catalog.ts';
-import { MemberTags } from './virtual/member-tags.ts';
+import { createStores } from './stores.ts';
+import { Generations, type Hold } from './util/generations.ts';
+import { MemberTags, type MemberTagLimits } from './virtual/member-tags.ts';
 import { VirtualImageService } from './virtual/virtual-image-service.ts';
 import { VirtualProvenance } from './virtual/provenance.ts';
-import { LocalCatalog } from './local/local-catalog.ts';
 import { LocalImageService } from './local/local-image-service.ts';
-import type { LocalStore } from './store/local-store.ts';
+
+export type { Core, Generation } from './generation.ts';
 
 /**
- * Everything archway is, without HTTP: the stores, the fills, the upstreams,
- * the platform policy, the registry services, virtual images, client access,
- * and the admin jobs. Built from the frozen config by `createServices`; the
- * HTTP app (app.ts) and the CLI use it, the server (server.ts) listens for it.
+ * Everything archway is, without HTTP: the process-lived core (stores, fills,
+ * the registry services, caches, metrics) and the generation the current
+ * configuration derives over it (upstreams, routing, platform rules, virtual
+ * images, client access), with the generations still finishing requests.
+ * Built from the frozen config by `createServices`; the HTTP app (app.ts)
+ * and the CLI use it, the server (server.ts) listens for it and reloads it.
  */
-export interface Services {
+export interface Services extends Core {
+  /** The configuration archway started with: what only a restart changes is read from it. */
   config: Readonly<Config>;
-  logger: Logger;
-  metrics: Metrics;
-  stores: Stores;
-  /** Every configured upstream, by key. */
-  upstreams: ReadonlyMap<string, Upstream>;
-  router: Router;
-  platforms: PlatformPolicy;
-  manifests: ManifestService;
-  blobs: BlobService;
-  /** Which names are virtual images (config `virtual`). */
-  virtualCatalog: VirtualCatalog;
-  /** Manifests and blobs of virtual images, assembled from their members. */
-  virtualImages: VirtualImageService;
-  /** Which names are local repositories (config `local`). */
-  localCatalog: LocalCatalog;
-  /** Pushed manifests and tags of local repositories; `onTagChange` is the hook for a cross-replica event bus. */
-  localImages: LocalImageService;
-  inspector: PlatformInspector;
-  /** Client authentication, when `auth` is configured. */
-  auth: ClientAuth | undefined;
-  /** Per-client limits, when any is configured. */
-  limiter: RateLimiter | undefined;
-  adminGuard: AdminGuard;
-  inventory: CacheInventory;
-  jobs: PrefetchJobs;
-  traffic: TrafficStats;
+  /** The generation new work starts under. */
+  current(): Generation;
+  /** Hold the current generation for a request (or a job): it is not retired until every hold is released. */
+  hold(): Hold<Generation>;
+  /**
+   * Build the generation `config` derives, without putting it in use; reads
+   * every file it names. Throws (a ConfigError for a file that cannot be
+   * read), and then nothing changed.
+   */
+  prepare(config: Readonly<Config>): PendingGeneration;
   /** Start the background work (the scrub); the server calls it once it listens. */
   start(): void;
-  /**
-   * SIGHUP, first half: read the htpasswd file again (a bad one throws, and nothing changes).
-   * Returns what puts it in use, and says what it reloaded.
-   */
-  prepareUserReload(): () => string[];
   /** Stop background work and downloads, release upstream connections, close the stores. */
   close(): Promise<void>;
+}
+
+/** A generation built for a reload and not yet in use. */
+export interface PendingGeneration {
+  generation: Generation;
+  /**
+   * Put it in use for new requests (the core takes its limits and timeouts);
+   * the one it replaces retires when its requests are over, or after
+   * server.shutdownTimeout. Says what it reloaded besides the config's
+   * changes (htpasswd).
+   */
+  commit(): string[];
+  /** The reload failed after all: close what was built for it. */
+  abandon(): Promise<void>;
 }
 
 export interface ServicesOptions {
@@ -86,7 +69,7 @@ export interface ServicesOptions {
   logger?: Logger;
 }
 
-/** The domain half of the composition root: every instance archway runs on, from the config. */
+/** The domain half of the composition root: the core archway runs on, and the first generation over it. */
 export async function createServices(config: Readonly<Config>, opts: ServicesOptions = {}): Promise<Services> {
   const logger = opts.logger ?? pino({ level: config.log.level });
   const metrics = createMetrics();
@@ -105,25 +88,6 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
     ? new BlobScrubber({ store: blobStore, periodMs: config.cache.scrub, bytesPerSecond: config.cache.scrubRate, logger, onBytes: (n) => metrics.scrubbedBytes.inc(n) })
     : undefined;
 
-  const dispatchers = new Dispatchers(config, { logger, metrics });
-  const routed = new Map<string, RouterUpstream>();
-  for (const [name, upstream] of Object.entries(config.upstreams)) {
-    const credentials = resolveCredentials(name, upstream);
-    const client = new UpstreamClient({
-      name,
-      url: upstream.url,
-      credentials,
-      tokenRealms: upstream.tokenRealms,
-      isolated: upstream.repositoryIsolation ?? credentials !== undefined,
-      namespace: upstream.sendNamespace ? name : undefined,
-      dispatcher: dispatchers.for(name, upstream),
-      timeouts: { headers: config.timeouts.headers, bodyIdle: config.timeouts.bodyIdle, body: config.timeouts.body, backoff: config.timeouts.upstreamBackoff },
-      metrics,
-    });
-    routed.set(name, { client, aliases: upstream.aliases });
-  }
-  const router = new Router(routed, config.defaultUpstream);
-
   const fills = new FillTable(blobStore, metrics, logger, storage, fillLimits(config), coordinator);
   const sizes = new DescriptorSizes();
   const access = new RepositoryAccess(confirmations, storage);
@@ -139,91 +103,101 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
     sizes,
   });
   const blobs = new BlobService(blobStore, fills, access, metrics, sizes);
-  const virtualCatalog = new VirtualCatalog(config.virtual, config.defaultUpstream, router);
-  const memberTags = new MemberTags(logger, config.cache.tagTtl, { pages: config.limits.memberTagPages, tags: config.limits.memberTags });
+  const memberTags = new MemberTags(logger, config.cache.tagTtl, memberTagLimits(config));
   const virtualImages = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl, memberTags);
-  const { localCatalog, localImages } = localRepositories(config, { store: stores.local, manifests, blobs, router, logger });
-  const auth = config.auth ? clientAuth(config.auth, config.defaultUpstream, metrics) : undefined;
-  const perClient = config.limits.perClient;
+  const localImages = new LocalImageService({ store: stores.local, manifests, blobs, logger, maxBytes: config.local.maxSize });
   const jobs = new PrefetchJobs(manifests, blobs, logger);
-
-  return {
-    config,
+  const inventory = new CacheInventory(blobStore, manifestStore, tagStore, stores.events);
+  inventory.followPurges((err) => logger.warn({ err: (err as Error).message }, 'dropping the copies of a purge made through another replica failed'));
+  const core: Core = {
     logger,
     metrics,
     stores,
-    upstreams: new Map([...routed].map(([name, u]) => [name, u.client])),
-    router,
-    platforms: new PlatformPolicy(config.platform),
     manifests,
     blobs,
-    virtualCatalog,
     virtualImages,
-    localCatalog,
     localImages,
     inspector: new PlatformInspector(manifests, virtualImages, blobs, blobStore, localImages),
-    auth,
-    limiter: perClient.concurrentRequests || perClient.requestsPerSecond ? new RateLimiter(perClient) : undefined,
-    adminGuard: new AdminGuard(adminToken(config)),
-    inventory: new CacheInventory(blobStore, manifestStore, tagStore),
+    inventory,
     jobs,
     traffic: new TrafficStats(),
-    start: () => scrubber?.start(),
-    prepareUserReload: () => {
-      if (!config.auth?.htpasswd || !auth) return () => [];
-      const users = readHtpasswd(config.auth.htpasswd);
-      return () => {
-        auth.replaceUsers(users);
-        return [`htpasswd (${users.size} users)`];
+  };
+  // What a generation's settings mean for the core's parts: new fills, tag lists and revalidations follow them.
+  const retune = (previous: Readonly<Config>, next: Readonly<Config>) => {
+    fills.setLimits(fillLimits(next));
+    manifests.setRevalidateTimeout(next.timeouts.revalidate);
+    memberTags.setLimits(memberTagLimits(next));
+    // Only a changed level: a logger handed in (tests, the CLI) keeps the level it was made with.
+    if (next.log.level !== previous.log.level) logger.level = next.log.level;
+  };
+
+  let built: BuiltGeneration;
+  try {
+    built = buildGeneration(config, core, 1);
+  } catch (err) {
+    await stores.close();
+    throw err;
+  }
+  const builds = new Map<Generation, BuiltGeneration>([[built.generation, built]]);
+  built.activate();
+  metrics.configGeneration.set(1);
+  const generations: Generations<Generation> = new Generations<Generation>(
+    built.generation,
+    async (old) => {
+      const retired = builds.get(old);
+      builds.delete(old);
+      await retired?.closeExcept([...builds.values()]);
+      metrics.configGenerationsDraining.set(generations.draining - 1);
+      logger.debug({ generation: old.id }, 'configuration generation retired');
+    },
+    () => generations.current.config.server.shutdownTimeout,
+  );
+  let nextId = 2;
+
+  return {
+    ...core,
+    config,
+    current: () => generations.current,
+    hold: () => generations.hold(),
+    prepare: (next) => {
+      const previous = builds.get(generations.current);
+      const pending = buildGeneration(next, core, nextId++, previous);
+      let settled = false;
+      return {
+        generation: pending.generation,
+        commit: () => {
+          if (settled) throw new Error('this generation was already committed or abandoned');
+          settled = true;
+          builds.set(pending.generation, pending);
+          const notes = pending.activate();
+          retune(generations.current.config, next);
+          void generations.swap(pending.generation);
+          metrics.configGeneration.set(pending.generation.id);
+          metrics.configGenerationsDraining.set(generations.draining);
+          return notes;
+        },
+        abandon: async () => {
+          if (settled) return;
+          settled = true;
+          await pending.closeExcept([...builds.values()]);
+        },
       };
     },
+    start: () => scrubber?.start(),
     close: async () => {
       jobs.stop();
       await scrubber?.stop();
       await fills.cancelAll();
-      await dispatchers.close();
-      await auth?.close();
+      // Every generation's upstream pools and password workers, once their requests are over (bounded).
+      await generations.close();
       // Fills released their leases above; now the shared services can go.
       await stores.close();
     },
   };
 }
 
-/** admin.token, or ARCHWAY_ADMIN_TOKEN, which wins: a token from a Kubernetes Secret need not be written into the config. */
-function adminToken(config: Readonly<Config>): string | undefined {
-  const fromEnv = process.env.ARCHWAY_ADMIN_TOKEN;
-  if (fromEnv !== undefined && fromEnv !== '') {
-    if (fromEnv.length < 16) throw new ConfigError('ARCHWAY_ADMIN_TOKEN must be at least 16 characters');
-    return fromEnv;
-  }
-  return config.admin.token;
-}
-
-function clientAuth(auth: NonNullable<Config['auth']>, defaultUpstream: string, metrics: Metrics): ClientAuth {
-  return new ClientAuth({
-    defaultUpstream,
-    passwords: new PasswordCheckPool({ workers: auth.passwordWorkers, queue: auth.passwordQueue }),
-    failedLogins: new FailedLoginLimiter(auth.failedLogins),
-    onCheck: (outcome) => metrics.clientLogins.inc({ outcome }),
-    users: auth.htpasswd ? readHtpasswd(auth.htpasswd) : new Map(),
-    grants: auth.users,
-    tokens: auth.tokens.map((t, i) => ({
-      name: t.name,
-      token: readSecret(`auth.tokens.${i}.token`, { value: t.token, file: t.tokenFile, env: t.tokenEnv }) ?? '',
-      repositories: t.repositories,
-    })),
-  });
-}
-
-/** Local repositories (config `local`), on their own store (stores.ts), outside the cache budget. */
-function localRepositories(
-  config: Readonly<Config>,
-  services: { store: LocalStore; manifests: ManifestService; blobs: BlobService; router: Router; logger: Logger },
-): { localCatalog: LocalCatalog; localImages: LocalImageService } {
-  return {
-    localCatalog: new LocalCatalog(config.local, config.defaultUpstream),
-    localImages: new LocalImageService({ ...services, maxBytes: config.local.maxSize }),
-  };
+function memberTagLimits(config: Readonly<Config>): MemberTagLimits {
+  return { pages: config.limits.memberTagPages, tags: config.limits.memberTags };
 }
 
 function fillLimits(config: Readonly<Config>): FillLimits {

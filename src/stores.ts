@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.ts';
 import type { BlobStore } from './store/blob-store.ts';
+import { LocalClusterEvents, type ClusterEvents } from './store/cluster-events.ts';
 import { FsConfirmationStore, type ConfirmationStore } from './store/confirmation-store.ts';
 import { LocalFillCoordinator, type FillCoordinator } from './fill/fill-coordinator.ts';
 import { FsBlobStore } from './store/fs-blob-store.ts';
@@ -21,6 +22,8 @@ export interface Stores {
   local: LocalStore;
   /** Who downloads a blob when several replicas want it. */
   coordinator: FillCoordinator;
+  /** Events every replica hears at once (purges, …): Redis pub/sub, or this process only without Redis. */
+  events: ClusterEvents;
   /** After the fills stopped: flush shared state, disconnect. */
   close(): Promise<void>;
 }
@@ -45,7 +48,7 @@ export async function createStores(
   // cache (the shipped config) would carry the AWS SDK and ioredis (about 40 MiB) for
   // nothing. test/unit/lazy-imports.test.ts keeps them out of the static import graph.
   const rd = config.redis ? await import('./coordination/redis-modules.ts') : undefined;
-  const redis = rd && config.redis ? await rd.connectRedis(config.redis.url, logger, namespace, undefined, onRedisReachable) : undefined;
+  const redis = rd && config.redis ? await rd.connectRedis(rd.redisTarget(config.redis), logger, namespace, undefined, onRedisReachable) : undefined;
   const s3 = s3Config ? await import('./store/s3/s3-modules.ts') : undefined;
   const bucket = s3 && s3Config ? new s3.S3Bucket(s3Config) : undefined;
   const blobs: BlobStore =
@@ -72,8 +75,13 @@ export async function createStores(
     local: s3 && bucket ? new s3.S3LocalStore(bucket) : new FsLocalStore(config.cache.dir),
     // Leases only help when the blobs are shared: with a disk per replica, waiting for another's download gains nothing.
     coordinator: rd && redis && config.redis && bucket ? new rd.RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator(),
+    events:
+      rd && redis
+        ? new rd.RedisClusterEvents(redis, `${rd.keyPrefix(namespace)}events`, logger)
+        : new LocalClusterEvents((err, kind) => logger.error({ err, kind }, 'cluster event handler failed')),
     close: async () => {
       await blobs.close?.();
+      await stores.events.close();
       await redis?.quit().catch(() => redis.disconnect());
       bucket?.close();
     },

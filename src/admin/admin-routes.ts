@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { ConfigError } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { RegistryError } from '../errors.ts';
 import { parseImageReference } from '../oci/image-reference.ts';
@@ -34,6 +35,17 @@ export interface AdminServices {
   jobs: PrefetchJobs;
   traffic: TrafficStats;
   upstreams: ReadonlyArray<{ name: string; health: { down: boolean; lastError: string | undefined; lastErrorAt: number | undefined; failuresTotal: number } }>;
+  /** Keep the request's configuration generation in use for work that outlives the request (a prefetch job); returns its release. */
+  retain: () => () => void;
+}
+
+export interface AdminRoutesOptions {
+  /** The services of the request's configuration generation (a reload changes them for new requests only). */
+  servicesFor: (request: FastifyRequest) => AdminServices;
+  /** Process-lived, like the snapshot of it kept here. */
+  inventory: CacheInventory;
+  /** Re-read the whole configuration file; absent when nothing can reload (an app without a server). */
+  reload: (() => Promise<{ generation: number; changes: string[]; toldReplicas?: boolean }>) | undefined;
 }
 
 const prefetchBody = z
@@ -52,8 +64,8 @@ const TOP = 10;
  * page itself holds no data and is served to anyone who may use the API (it
  * reads the token from the URL fragment, which never reaches a server log).
  */
-export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices): Promise<void> {
-  const snapshot = new InventorySnapshot(s);
+export async function registerAdminRoutes(app: FastifyInstance, opts: AdminRoutesOptions): Promise<void> {
+  const snapshot = new InventorySnapshot(opts);
   const page = statusPage();
   await app.register(async (scope) => {
     scope.addContentTypeParser('application/json', { parseAs: 'string', bodyLimit: 64 * 1024 }, (_request, body, done) => {
@@ -65,6 +77,7 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
     });
     scope.addHook('onRequest', async (request) => {
       request.archway.route = 'admin';
+      const s = opts.servicesFor(request);
       // The page is static; its data comes from the routes below, each checked.
       if (request.routeOptions.url === '/_archway/') {
         if (!s.guard.enabled) s.guard.check(undefined);
@@ -77,9 +90,10 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
       reply.header('content-type', 'text/html; charset=utf-8').header('cache-control', 'no-store').headers(page.headers).send(page.html),
     );
 
-    scope.get('/_archway/cache', async (_request, reply) => reply.header('cache-control', 'no-store').send(await cacheSummary(s, snapshot)));
+    scope.get('/_archway/cache', async (request, reply) => reply.header('cache-control', 'no-store').send(await cacheSummary(opts.servicesFor(request), snapshot)));
 
-    scope.get('/_archway/status', async (_request, reply) => {
+    scope.get('/_archway/status', async (request, reply) => {
+      const s = opts.servicesFor(request);
       const images = await Promise.all(
         s.traffic.mostPulledTags(TOP).map(async (t) => {
           const [upstream = '', ...rest] = t.repository.split('/');
@@ -103,6 +117,7 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
     });
 
     scope.delete('/_archway/cache/*', async (request, reply) => {
+      const s = opts.servicesFor(request);
       const { route, reference } = target(s.router, (request.params as { '*': string })['*']);
       const local = s.localCatalog.match(route);
       if (local) {
@@ -125,6 +140,7 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
     });
 
     scope.post('/_archway/prefetch', async (request, reply) => {
+      const s = opts.servicesFor(request);
       const body = prefetchBody.safeParse(request.body);
       if (!body.success) {
         throw new RegistryError('INVALID_REQUEST', 'expected { "image": "name:tag", "platforms": ["os/arch[/variant]", …] | "all" }', {
@@ -141,16 +157,32 @@ export async function registerAdminRoutes(app: FastifyInstance, s: AdminServices
         route,
         source: local ? s.localImages.source(local) : virtual ? s.virtualImages.source(virtual) : s.manifests.source(route),
         // A local repository's blobs come from where they were mounted from.
-        blobRoute: async (digest) => (local ? s.localImages.blobRoute(local, digest) : virtual ? s.virtualImages.blobRoute(virtual, digest) : route),
+        blobRoute: async (digest) => (local ? s.localImages.blobRoute(local, digest, s.router) : virtual ? s.virtualImages.blobRoute(virtual, digest) : route),
         platforms,
+        // The job's routes belong to this request's generation: it stays open until the job ends.
+        onSettled: s.retain(),
       });
       return reply.code(202).header('location', `/_archway/jobs/${job.id}`).send(job);
     });
 
     scope.get('/_archway/jobs/:id', async (request: FastifyRequest<{ Params: { id: string } }>, reply) => {
-      const job = s.jobs.get(request.params.id);
+      const job = opts.servicesFor(request).jobs.get(request.params.id);
       if (!job) throw new RegistryError('JOB_UNKNOWN', 'no such prefetch job (jobs are kept in memory, the last 1000)', { detail: { id: request.params.id } });
       return reply.send(job);
+    });
+
+    // The whole configuration file again (as SIGHUP): 200 with what changed, or 422 naming each wrong field, changing nothing.
+    scope.post('/_archway/reload', async (request, reply) => {
+      if (!opts.reload) throw new RegistryError('UNSUPPORTED', 'this archway has no configuration file to reload', { status: 405 });
+      try {
+        const { generation, changes, toldReplicas = false } = await opts.reload();
+        request.log.info({ changes, generation, toldReplicas }, `reload: ${changes.length ? changes.join(', ') : 'no changes'}`);
+        return reply.header('cache-control', 'no-store').send({ reloaded: true, generation, changes, toldReplicas });
+      } catch (err) {
+        if (!(err instanceof ConfigError)) throw err;
+        request.log.error({ errors: err.issues }, 'reload refused; keeping what was in use');
+        throw new RegistryError('CONFIG_INVALID', err.message, { detail: { errors: err.issues } });
+      }
     });
   });
 }

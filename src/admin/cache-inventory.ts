@@ -4,6 +4,7 @@ import { isIndexMediaType } from '../oci/media-types.ts';
 import { isAttestationEntry } from '../platform/match.ts';
 import { formatPlatform } from '../platform/platform.ts';
 import type { BlobStore } from '../store/blob-store.ts';
+import type { ClusterEventMap, ClusterEvents } from '../store/cluster-events.ts';
 import type { ManifestStore } from '../store/manifest-store.ts';
 import type { TagEntry, TagStore } from '../store/tag-store.ts';
 import { FAN_OUT, mapLimit } from '../util/bounded-map.ts';
@@ -53,7 +54,33 @@ export class CacheInventory {
     private readonly blobs: BlobStore,
     private readonly manifests: ManifestStore,
     private readonly tags: TagStore,
+    private readonly events?: ClusterEvents,
   ) {}
+
+  /**
+   * Purges made through other replicas: they cleaned the shared stores, but
+   * this replica may still hold the manifests in memory (the S3 manifest
+   * store keeps hot ones for a minute). Deleting them here drops those copies
+   * (and is a no-op on the bucket, where they are gone already). Returns the
+   * unsubscribe function.
+   */
+  followPurges(onError: (err: unknown) => void): () => void {
+    const stopPurges =
+      this.events?.subscribe('purge', (event, origin) => {
+        if (origin.self) return;
+        void this.forget(event).catch(onError);
+      }) ?? (() => {});
+    // Purges published while this replica was cut off never arrive: every copy in memory may be one of them.
+    const stopGaps = this.events?.onGap(() => this.manifests.forgetCopies?.()) ?? (() => {});
+    return () => {
+      stopPurges();
+      stopGaps();
+    };
+  }
+
+  private async forget(event: ClusterEventMap['purge']): Promise<void> {
+    await mapLimit(event.manifests, FAN_OUT, (digest) => this.manifests.delete(event.upstream, digest));
+  }
 
   async counts(): Promise<{ manifests: number; tags: number }> {
     let manifests = 0;
@@ -149,6 +176,8 @@ export class CacheInventory {
       if (await this.tags.delete(e.upstream, e.repository, e.tag)) report.tags.push(e.tag);
     }
     for (const m of doomed.manifests) if (await this.manifests.delete(upstream, m)) report.manifests++;
+    // Every replica drops its in-memory copies now, rather than when they expire.
+    await this.events?.publish('purge', { upstream, repository, tags: report.tags, manifests: [...doomed.manifests] });
     for (const blob of doomed.blobs) {
       if (shared.has(blob)) continue;
       const info = await this.blobs.stat(blob);

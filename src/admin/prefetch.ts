@@ -23,6 +23,8 @@ export interface PrefetchRequest {
   blobRoute: (digest: Digest) => Promise<Route>;
   /** Normalised os/arch[/variant] strings, or every platform the index offers. */
   platforms: readonly string[] | 'all';
+  /** Told when the job is over, done or failed (it releases the configuration generation the job runs under). */
+  onSettled?: () => void;
 }
 
 export interface PrefetchJob {
@@ -64,7 +66,11 @@ export class PrefetchJobs {
   start(request: PrefetchRequest): PrefetchJob {
     const key = `${request.route.upstream.name}/${request.route.repository}\n${JSON.stringify(request.reference)}\n${JSON.stringify(request.platforms)}`;
     const existing = this.running.get(key);
-    if (existing) return existing;
+    if (existing) {
+      // The running job holds its own generation; this request's is not needed.
+      request.onSettled?.();
+      return existing;
+    }
     const job: PrefetchJob = {
       id: randomUUID(),
       image: request.image,
@@ -93,6 +99,7 @@ export class PrefetchJobs {
       .finally(() => {
         job.finishedAt = new Date().toISOString();
         this.running.delete(key);
+        request.onSettled?.();
       });
     return job;
   }

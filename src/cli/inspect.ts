@@ -66,9 +66,16 @@ export async function inspectImage(config: Readonly<Config>, opts: InspectOption
 async function inspectWith(services: Services, image: string): Promise<PlatformReport> {
   try {
     const { name, reference } = parseImageReference(image);
-    const route = services.router.resolve(name);
-    const local = services.localCatalog.match(route);
-    return await services.inspector.inspect({ image, reference, route, local, virtual: local ? undefined : services.virtualCatalog.match(route) });
+    const generation = services.current();
+    const route = generation.router.resolve(name);
+    const local = generation.localCatalog.match(route);
+    return await services.inspector.inspect({
+      image,
+      reference,
+      route,
+      local: local && { repository: local, router: generation.router },
+      virtual: local ? undefined : generation.virtualCatalog.match(route),
+    });
   } catch (err) {
     // As the endpoint would answer it, the spec's code with its message.
     if (err instanceof RegistryError) throw new Error(`${err.status}: ${err.code}: ${err.message}`);

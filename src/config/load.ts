@@ -6,14 +6,22 @@ import { configSchema, type Config } from './schema.ts';
 /** A config that cannot start archway; main.ts prints it and exits 2. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
+
+  constructor(
+    message: string,
+    /** One line per wrong field, `path: what is wrong` (what a reload answers with). */
+    readonly issues: readonly string[] = [message],
+  ) {
+    super(message);
+  }
 }
 
 /** Validate a parsed config object. Relative paths resolve against `baseDir`. */
 export function parseConfig(raw: unknown, baseDir = process.cwd()): Readonly<Config> {
   const result = configSchema.safeParse(raw ?? {});
   if (!result.success) {
-    const lines = result.error.issues.map((i) => `  ${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
-    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+    const issues = result.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(top level)'}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${issues.map((l) => `  ${l}`).join('\n')}`, issues);
   }
   const config = result.data;
   config.cache.dir = resolve(baseDir, config.cache.dir);

@@ -375,11 +375,31 @@ export const configSchema = z
     /** Coordination of replicas (shared tags, fill leases, blob index); without it everything stays in-process. */
     redis: z
       .object({
-        url: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL'),
+        /** One Redis server; or `sentinels` + `name` for a primary that Sentinel fails over (exactly one of the two). */
+        url: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional(),
+        /** Sentinels to ask where the primary of `name` is (host:port each); archway follows a promoted replica without a restart. */
+        sentinels: z.array(z.string().regex(/^[A-Za-z0-9.-]+:\d{1,5}$/, 'a sentinel is host:port, e.g. sentinel-1:26379')).min(1).optional(),
+        /** The master group name the sentinels monitor (`sentinel monitor <name> …`). */
+        name: z.string().min(1).optional(),
+        /** The Redis servers' password (AUTH) when reached through sentinels; with `url`, put it in the URL. */
+        password: z.string().optional(),
+        /** The sentinels' own password, if they require one (`requirepass` in sentinel.conf). */
+        sentinelPassword: z.string().optional(),
         /** How long a replica waits for another replica's download of a blob before fetching it itself: under clients' progress timeouts (containerd: 5 min). */
         fillWait: duration.default(2 * 60_000),
       })
       .strict()
+      .superRefine((r, ctx) => {
+        if ((r.url === undefined) === (r.sentinels === undefined)) {
+          ctx.addIssue({ code: 'custom', path: ['url'], message: 'give exactly one of redis.url and redis.sentinels' });
+        }
+        if (r.sentinels !== undefined && r.name === undefined) {
+          ctx.addIssue({ code: 'custom', path: ['name'], message: 'redis.sentinels needs redis.name (the master group the sentinels monitor)' });
+        }
+        for (const key of ['name', 'password', 'sentinelPassword'] as const) {
+          if (r.url !== undefined && r[key] !== undefined) ctx.addIssue({ code: 'custom', path: [key], message: `redis.${key} goes with redis.sentinels; with redis.url, the URL says it` });
+        }
+      })
       .optional(),
     /** The admin API and status page under /_archway/; off unless a token is set here or in ARCHWAY_ADMIN_TOKEN. */
     admin: z

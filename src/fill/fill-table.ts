@@ -41,9 +41,14 @@ export class FillTable {
     private readonly metrics: Metrics,
     private readonly logger: Logger,
     private readonly storage: StorageHealth,
-    private readonly limits: FillLimits,
+    private limits: FillLimits,
     private readonly coordinator: FillCoordinator = new LocalFillCoordinator(),
   ) {}
+
+  /** A reloaded configuration's bounds: fills started from now on run within them, running ones keep theirs. */
+  setLimits(limits: FillLimits): void {
+    this.limits = limits;
+  }
 
   get(upstream: string, digest: Digest): BlobFill | undefined {
     return this.joinable.get(key(upstream, digest));

@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ClientAuth, Principal } from '../access/client-auth.ts';
 import type { RateLimiter } from '../access/rate-limiter.ts';
 import { PLATFORMS_ROUTE } from './platforms-route.ts';
@@ -17,8 +17,15 @@ declare module 'fastify' {
  * for orchestrators. Which repositories a principal may pull is checked once
  * the name is routed (v2-routes.ts).
  */
-export function installAccessHook(app: FastifyInstance, opts: { auth: ClientAuth | undefined; protectMetrics: boolean; limiter: RateLimiter | undefined }): void {
-  app.addHook('onRequest', async (request, reply) => {
+export interface AccessSettings {
+  auth: ClientAuth | undefined;
+  protectMetrics: boolean;
+  limiter: RateLimiter | undefined;
+}
+
+/** `settingsFor`: those of the request's configuration generation (a reload changes them for new requests only). */
+export function installAccessHook(app: FastifyInstance, settingsFor: (request: FastifyRequest) => AccessSettings): void {
+  const check = async (request: FastifyRequest, reply: FastifyReply, opts: AccessSettings): Promise<void> => {
     // Decided by the route the router matched, not by the raw URL: `/metrics#`,
     // `/%6detrics` and friends reach the same handler and must meet the same check.
     const route = request.routeOptions.url;
@@ -32,5 +39,11 @@ export function installAccessHook(app: FastifyInstance, opts: { auth: ClientAuth
       const release = opts.limiter.admit(request.principal?.name ?? request.ip);
       reply.raw.once('close', release);
     }
+  };
+  app.addHook('onRequest', (request, reply, done) => {
+    const opts = settingsFor(request);
+    // Neither authentication nor limits configured (the shipped config): nothing to wait for.
+    if (!opts.auth && !opts.limiter) return done();
+    check(request, reply, opts).then(() => done(), done);
   });
 }

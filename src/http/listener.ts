@@ -50,12 +50,49 @@ export function createListener(handler: RequestListener, settings: ListenerSetti
 }
 
 /**
+ * A reloaded configuration's client limits on a listener already open: Node
+ * reads these properties for every connection check, so connections open now
+ * get them too. The deadline-check period stays what it was.
+ */
+export function applyListenerSettings(server: Server, settings: ListenerSettings): void {
+  server.headersTimeout = settings.headersTimeout;
+  server.requestTimeout = settings.headersTimeout + settings.bodyTimeout;
+  server.keepAliveTimeout = settings.keepAliveTimeout;
+  server.maxConnections = settings.maxConnections;
+}
+
+/**
+ * Stop accepting on these listeners and let their responses in flight
+ * finish: a connection is closed once it is idle, and whatever still runs
+ * after `timeoutMs` is cut. Resolves when every listener has closed.
+ */
+export async function closeGracefully(servers: readonly Server[], timeoutMs: number, closeOne: (server: Server) => Promise<unknown> = closeListener): Promise<void> {
+  // Connections busy at close become idle when their response ends: close them then.
+  const idle = setInterval(() => servers.forEach((s) => s.closeIdleConnections()), 100);
+  const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), timeoutMs);
+  try {
+    await Promise.all(servers.map(closeOne));
+  } finally {
+    clearInterval(idle);
+    clearTimeout(timer);
+  }
+}
+
+function closeListener(server: Server): Promise<void> {
+  return new Promise((resolve) => (server.listening ? server.close(() => resolve()) : resolve()));
+}
+
+/**
  * What a listener answers when Node's parser refuses the bytes or a request
  * deadline passes (fastify's default answer, with nosniff); no route ran. Used
  * on every listener, fastify's own and server.ports, so they answer alike.
  */
 export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  // Bytes after a request that said `Connection: close`: that request is answered (or being
+  // answered) and the connection closes after it; the rest is never read as a request, and a
+  // second answer here would follow the first one on the wire (or cut it).
+  if (err.code === 'HPE_CLOSED_CONNECTION') return;
   const [status, text, message] =
     err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
       ? [408, 'Request Timeout', 'Client Timeout']

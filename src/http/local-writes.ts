@@ -17,8 +17,7 @@ export interface LocalWriteServices {
   localImages: LocalImageService;
   virtualCatalog: VirtualCatalog;
   virtualImages: VirtualImageService;
-  /** local.maxManifestSize */
-  maxManifestSize: number;
+  config: { local: { maxManifestSize: number } };
 }
 
 /**
@@ -46,8 +45,8 @@ export async function localWrite(request: FastifyRequest, reply: FastifyReply, s
     throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'archway takes no blob uploads; mount blobs from a repository it can read', { detail: { method } });
   }
   if (target.endpoint === 'manifest' && method === 'PUT') {
-    const body = await readBounded(request.raw, s.maxManifestSize, request.headers['content-length'], () =>
-      new RegistryError('MANIFEST_INVALID', `manifest larger than ${s.maxManifestSize} bytes (local.maxManifestSize)`, { status: 413, detail: { limit: s.maxManifestSize } }),
+    const body = await readBounded(request.raw, s.config.local.maxManifestSize, request.headers['content-length'], () =>
+      new RegistryError('MANIFEST_INVALID', `manifest larger than ${s.config.local.maxManifestSize} bytes (local.maxManifestSize)`, { status: 413, detail: { limit: s.config.local.maxManifestSize } }),
     );
     const digest = await s.localImages.put(repository, target.reference, request.headers['content-type'], body);
     return reply.code(201).header('location', `/v2/${target.name}/manifests/${digest}`).header('docker-content-digest', digest).header('content-length', 0).send();

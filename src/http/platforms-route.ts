@@ -1,4 +1,4 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.ts';
 import { parseImageReference } from '../oci/image-reference.ts';
 import type { PlatformInspector } from '../inspect/platform-inspector.ts';
@@ -23,8 +23,12 @@ export const PLATFORMS_ROUTE = '/_archway/platforms/*';
  * prefixes route as on /v2): every platform the image offers, as JSON (what
  * `archway inspect` prints). Errors use the registry's error envelope.
  */
-export function registerPlatformsRoute(app: FastifyInstance, services: { router: Router; virtualCatalog: VirtualCatalog; localCatalog: LocalCatalog; inspector: PlatformInspector }): void {
+export function registerPlatformsRoute(
+  app: FastifyInstance,
+  servicesFor: (request: FastifyRequest) => { router: Router; virtualCatalog: VirtualCatalog; localCatalog: LocalCatalog; inspector: PlatformInspector },
+): void {
   app.get(PLATFORMS_ROUTE, async (request, reply) => {
+    const services = servicesFor(request);
     request.archway.route = 'platforms';
     const [path = '', query = ''] = request.url.split('?');
     const image = decodeName(path.slice('/_archway/platforms/'.length));
@@ -33,7 +37,7 @@ export function registerPlatformsRoute(app: FastifyInstance, services: { router:
     const local = services.localCatalog.match(route);
     const virtual = local ? undefined : services.virtualCatalog.match(route);
     checkGrants(request.principal, name, route, virtual);
-    const report = await services.inspector.inspect({ image, reference, route, virtual, local });
+    const report = await services.inspector.inspect({ image, reference, route, virtual, local: local && { repository: local, router: services.router } });
     return reply.header('cache-control', 'no-store').send(report);
   });
 }

@@ -34,7 +34,7 @@ declare module 'fastify' {
  */
 export function installRequestLog(app: FastifyInstance, metrics: Metrics, traffic: TrafficStats): void {
   app.decorateRequest('archway', null as unknown as RequestContext);
-  app.addHook('onRequest', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     const ctx: RequestContext = { route: 'other', startedAt: performance.now() };
     request.archway = ctx;
     reply.raw.once('close', () => {
@@ -67,5 +67,6 @@ export function installRequestLog(app: FastifyInstance, metrics: Metrics, traffi
         'request',
       );
     });
+    done();
   });
 }

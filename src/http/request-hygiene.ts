@@ -13,20 +13,23 @@ const SINGLE = new Set(['host', 'authorization', 'content-length']);
  * a repeated `ns` (which registry?).
  */
 export function installRequestHygiene(app: FastifyInstance): void {
-  app.addHook('onRequest', async (request) => {
-    const seen = new Set<string>();
-    const raw = request.raw.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = (raw[i] as string).toLowerCase();
-      if (!SINGLE.has(name)) continue;
-      if (seen.has(name)) throw new RegistryError('UNSUPPORTED', `ambiguous request: repeated ${name} header`, { status: 400 });
-      seen.add(name);
-    }
-    const query = request.url.indexOf('?');
-    if (query >= 0 && new URLSearchParams(request.url.slice(query + 1)).getAll('ns').length > 1) {
-      throw new RegistryError('NAME_INVALID', 'ambiguous request: repeated ns', { status: 400 });
-    }
-  });
+  app.addHook('onRequest', (request, _reply, done) => done(ambiguity(request.raw.rawHeaders, request.url)));
+}
+
+/** Why the request is ambiguous, or nothing. */
+function ambiguity(raw: readonly string[], url: string): RegistryError | undefined {
+  const seen = new Set<string>();
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = (raw[i] as string).toLowerCase();
+    if (!SINGLE.has(name)) continue;
+    if (seen.has(name)) return new RegistryError('UNSUPPORTED', `ambiguous request: repeated ${name} header`, { status: 400 });
+    seen.add(name);
+  }
+  const query = url.indexOf('?');
+  if (query >= 0 && new URLSearchParams(url.slice(query + 1)).getAll('ns').length > 1) {
+    return new RegistryError('NAME_INVALID', 'ambiguous request: repeated ns', { status: 400 });
+  }
+  return undefined;
 }
 
 /** A URL fastify cannot decode (malformed percent-encoding) gets the spec's envelope like every other error. */

@@ -29,7 +29,7 @@ export class StalledClients {
   private readonly timer: NodeJS.Timeout;
 
   constructor(
-    private readonly idleMs: number,
+    private idleMs: number,
     private readonly onStalled: () => void,
     private readonly now: () => number = () => performance.now(),
   ) {
@@ -37,6 +37,11 @@ export class StalledClients {
     // within idleMs plus a quarter of it (at most 5 s) after its last progress.
     this.timer = setInterval(() => this.sweep(), Math.max(50, Math.min(idleMs / 4, 5000)));
     this.timer.unref();
+  }
+
+  /** timeouts.clientIdle of a reloaded configuration (the sweep keeps the period it started with). */
+  setIdle(ms: number): void {
+    this.idleMs = ms;
   }
 
   /** Watch every connection of this listener. */

@@ -1,6 +1,5 @@
 import { readFileSync } from 'node:fs';
-import type { Server } from 'node:http';
-import type { Server as HttpsServer } from 'node:https';
+import { createSecureContext } from 'node:tls';
 import { ConfigError } from '../config/load.ts';
 
 export interface TlsFiles {
@@ -9,13 +8,20 @@ export interface TlsFiles {
 }
 
 /**
- * Load the certificate and key again (SIGHUP, after a renewal): connections
- * already open keep theirs, new ones get the new certificate; nothing is dropped.
- * A bad pair throws and the old one stays in use.
+ * The certificate and key, read and checked to make a usable pair, for a
+ * reload: checked before anything changes, so a bad pair refuses the reload
+ * and the one in use stays. Put in use with `setSecureContext` on each
+ * listener: connections already open keep theirs, new ones get the new one.
  */
-export function reloadTls(servers: Server[], tls: TlsFiles): void {
-  const context = readTls(tls);
-  for (const server of servers) (server as HttpsServer).setSecureContext(context);
+export function loadTlsPair(tls: TlsFiles): { cert: string; key: string } {
+  const pair = readTls(tls);
+  try {
+    createSecureContext(pair);
+  } catch (e) {
+    // OpenSSL's reason names the PEM or key problem, never the key's bytes.
+    throw new ConfigError(`server.tls: ${tls.cert} and ${tls.key} are not a usable certificate and key (${(e as Error).message})`);
+  }
+  return pair;
 }
 
 export function readTls(tls: TlsFiles): { cert: string; key: string } {

@@ -31,8 +31,7 @@ export interface V2Services {
   virtualImages: VirtualImageService;
   localCatalog: LocalCatalog;
   localImages: LocalImageService;
-  /** local.maxManifestSize */
-  maxManifestSize: number;
+  config: { local: { maxManifestSize: number } };
 }
 
 /** On every /v2 answer: docker checks it on the 401 of `GET /v2/`. Blob answers written directly set it themselves. */
@@ -40,13 +39,15 @@ const API_VERSION = ['docker-distribution-api-version', 'registry/2.0'] as const
 
 const EMPTY_INDEX = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
 
-/** The pull side of the OCI distribution API, under /v2. */
-export function registerV2Routes(app: FastifyInstance, services: V2Services): void {
-  app.addHook('onSend', async (request, reply) => {
+/** The pull side of the OCI distribution API, under /v2; `servicesFor` gives those of the request's configuration generation. */
+export function registerV2Routes(app: FastifyInstance, servicesFor: (request: FastifyRequest) => V2Services): void {
+  app.addHook('onSend', (request, reply, payload, done) => {
     if (request.url.startsWith('/v2')) reply.header(...API_VERSION);
+    done(null, payload);
   });
 
   const handler = async (request: FastifyRequest, reply: FastifyReply) => {
+    const services = servicesFor(request);
     const [path = '', query = ''] = splitUrl(request.url);
     if (request.method !== 'GET' && request.method !== 'HEAD') {
       // Writes go to local repositories (config `local`) only.
@@ -119,7 +120,7 @@ async function localRead(
     case 'manifest':
       return manifest(request, reply, services, route, services.localImages.source(local), target.name, target.reference);
     case 'blob':
-      return blob(request, reply, services, await services.localImages.blobRoute(local, target.digest), target.digest);
+      return blob(request, reply, services, await services.localImages.blobRoute(local, target.digest, services.router), target.digest);
     case 'tags':
       return ownTags(reply, (page) => services.localImages.tags(local, page), target.name, new URLSearchParams(query), ns);
     case 'referrers':

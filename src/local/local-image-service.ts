@@ -22,7 +22,6 @@ export interface LocalImageServiceOptions {
   store: LocalStore;
   manifests: ManifestService;
   blobs: BlobService;
-  router: Router;
   logger: Logger;
   /** local.maxSize: bytes the local store may hold. */
   maxBytes: number;
@@ -93,11 +92,11 @@ export class LocalImageService {
     await this.record(repository, digest, origin);
   }
 
-  /** Where a blob of this repository is served from: the repository it was mounted from. */
-  async blobRoute(repository: LocalRepository, digest: Digest): Promise<Route> {
+  /** Where a blob of this repository is served from: the repository it was mounted from, routed by the request's configuration. */
+  async blobRoute(repository: LocalRepository, digest: Digest, router: Router): Promise<Route> {
     const origin = await this.opts.store.blob(repository.key, digest);
     if (!origin) throw blobUnknown(digest);
-    return this.opts.router.resolve(origin.repository, origin.upstream);
+    return router.resolve(origin.repository, origin.upstream);
   }
 
   /**

@@ -135,6 +135,22 @@ export function createMetrics() {
       help: 'Bytes of cached blobs re-read and hashed by the background scrub (cache.scrub)',
       registers: [registry],
     }),
+    configReloads: new Counter({
+      name: 'archway_config_reloads_total',
+      help: 'Configuration reloads (SIGHUP, POST /_archway/reload) by outcome: applied, or refused (nothing changed)',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    configGeneration: new Gauge({
+      name: 'archway_config_generation',
+      help: 'The configuration generation in use: 1 at start, one more per applied reload (replicas that differ run different configurations)',
+      registers: [registry],
+    }),
+    configGenerationsDraining: new Gauge({
+      name: 'archway_config_generations_draining',
+      help: 'Replaced configuration generations whose requests are still running (their upstream pools still open)',
+      registers: [registry],
+    }),
     clientsDropped: new Counter({
       name: 'archway_client_connections_dropped_total',
       help: 'Client connections closed by archway: stalled (took no bytes for timeouts.clientIdle) or over server.maxConnections',

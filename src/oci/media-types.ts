@@ -34,9 +34,28 @@ export function bareMediaType(contentType: string): string {
   return (contentType.split(';')[0] ?? '').trim().toLowerCase();
 }
 
+/**
+ * Parsed Accept headers by their text: a registry's clients send a handful of
+ * distinct ones (docker's, containerd's, skopeo's), and every manifest request
+ * would otherwise split and lower-case the same string again. Bounded: when
+ * full (clients sending arbitrary headers) it starts over.
+ */
+const parsedAccepts = new Map<string, ReadonlySet<string>>();
+const PARSED_ACCEPTS_MAX = 256;
+
 /** The media types a client's Accept header lists (all Accept headers, comma lists, parameters dropped). */
-export function acceptedMediaTypes(accept: string | string[] | undefined): Set<string> {
-  const values = accept === undefined ? [] : Array.isArray(accept) ? accept : [accept];
+export function acceptedMediaTypes(accept: string | string[] | undefined): ReadonlySet<string> {
+  if (typeof accept !== 'string') return parseAccept(accept ?? []);
+  let types = parsedAccepts.get(accept);
+  if (!types) {
+    if (parsedAccepts.size >= PARSED_ACCEPTS_MAX) parsedAccepts.clear();
+    types = parseAccept([accept]);
+    parsedAccepts.set(accept, types);
+  }
+  return types;
+}
+
+function parseAccept(values: readonly string[]): ReadonlySet<string> {
   const types = new Set<string>();
   for (const value of values) {
     for (const part of value.split(',')) {

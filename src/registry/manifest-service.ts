@@ -76,9 +76,16 @@ export class ManifestService {
   /** Narrowed indexes by (upstream, index digest, kept entry): computed once, not per request. */
   private readonly filteredIndexes = growingLru<string, StoredManifest>(10_000);
   private readonly now: () => number;
+  private revalidateTimeoutMs: number;
 
   constructor(private readonly opts: ManifestServiceOptions) {
     this.now = opts.now ?? Date.now;
+    this.revalidateTimeoutMs = opts.revalidateTimeoutMs;
+  }
+
+  /** timeouts.revalidate of a reloaded configuration (the caches above outlive configurations). */
+  setRevalidateTimeout(ms: number): void {
+    this.revalidateTimeoutMs = ms;
   }
 
   /**
@@ -194,7 +201,7 @@ export class ManifestService {
       if (known && cached) {
         // HEAD first (Docker Hub does not count HEADs against the pull limit), with a
         // deadline: a cached answer beats waiting on a struggling upstream.
-        const head = await upstream.headManifest(route.repository, tag, AbortSignal.timeout(this.opts.revalidateTimeoutMs));
+        const head = await upstream.headManifest(route.repository, tag, AbortSignal.timeout(this.revalidateTimeoutMs));
         if (head.digest === known.digest) {
           const record = { ...known, checkedAt: this.now() };
           await this.persist(() => tags.set(upstream.name, route.repository, tag, record));

@@ -22,6 +22,12 @@ export interface ManifestStore {
   delete(upstream: string, digest: Digest): Promise<boolean>;
   /** Every stored manifest's upstream and digest (not read or verified). */
   list(): AsyncIterable<{ upstream: string; digest: Digest }>;
+  /**
+   * Drop what this process holds in memory of manifests others may have
+   * changed (a store shared by replicas, after missed purges); the next read
+   * goes to the store. Absent where nothing is shared.
+   */
+  forgetCopies?(): void;
 }
 
 /**

@@ -33,7 +33,7 @@ export class MemberTags {
   constructor(
     private readonly logger: Logger,
     tagTtlMs: number,
-    private readonly limits: MemberTagLimits,
+    private limits: MemberTagLimits,
     /** The TTL's clock, for tests that move time; lru-cache's own (performance.now) otherwise. */
     now?: () => number,
   ) {
@@ -46,6 +46,11 @@ export class MemberTags {
       allowStaleOnFetchRejection: true,
       fetchMethod: (_key, stale, { context }) => this.read(context, stale !== undefined),
     });
+  }
+
+  /** limits.memberTagPages and memberTags of a reloaded configuration, for lists read from now on. */
+  setLimits(limits: MemberTagLimits): void {
+    this.limits = limits;
   }
 
   /** The member repository's tags, sorted; undefined when they cannot be read (logged) and were never read before. */

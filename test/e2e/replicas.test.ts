@@ -1,5 +1,5 @@
 // Scale-out: three archway replicas (separate processes) sharing one cache,
-// blobs and manifests in an S3 bucket (s3rver) and tags, confirmations, the
+// blobs and manifests in an S3 bucket (Ceph RGW) and tags, confirmations, the
 // blob index and per-blob fill leases in Redis (redis-server), with nginx as
 // a round-robin load balancer in front. The upstream is a real registry,
 // behind a fault front that slows blob bodies where requests must overlap.
@@ -99,15 +99,8 @@ before(async () => {
   work = await tempDir('archway-replicas-');
   registry = await startRegistry();
   front = await startFaultFront(registry);
-  // Objects appear only when complete, as in S3: plain s3rver shows an object being uploaded by one replica
-  // to the others with the bytes so far (see s3rver-atomic.cjs).
-  [s3, redis] = await Promise.all([startS3({ atomicWrites: true }), startRedis()]);
-  bucket = new S3Client({
-    region: 'us-east-1',
-    endpoint: s3.endpoint,
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' },
-  });
+  [s3, redis] = await Promise.all([startS3(), startRedis()]);
+  bucket = new S3Client({ region: s3.region, endpoint: s3.endpoint, forcePathStyle: true, credentials: s3.credentials });
 
   // Single-platform images (a manifest at the tag) of fresh content.
   const one = (name: string, layerSizes: number[], platform = AMD64) =>

@@ -1,8 +1,8 @@
 // The BlobStore contract, the same suite as the filesystem store's, against
-// the S3 store on a real S3-compatible server (s3rver): alone (it indexes the
+// the S3 store on a real S3 implementation (Ceph RGW): alone (it indexes the
 // bucket itself) and with the index shared through a real Redis.
 import { randomBytes, randomUUID } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { access, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
 import assert from 'node:assert/strict';
@@ -21,6 +21,7 @@ import { startArchway } from '../harness/archway.ts';
 import { http } from '../harness/http.ts';
 import { startRedis, type RedisHandle } from '../harness/redis.ts';
 import { startRegistry } from '../harness/registry.ts';
+import { startRgw } from '../harness/rgw.ts';
 import { startS3, type S3Handle } from '../harness/s3.ts';
 import { removeDir, tempDir } from '../harness/tmp.ts';
 
@@ -165,6 +166,49 @@ describe('damaged objects in the bucket', () => {
   });
 });
 
+describe('what the store relies on from the bucket', () => {
+  // S3 lets a GET under way finish after the object is deleted or replaced; S3BlobStore relies on it when another
+  // replica evicts a blob being read here, or uploads the same blob again (Redis away). RGW keeps the old data
+  // until its garbage collection (rgw_gc_obj_min_wait, 2 h). Big enough that most of it is still in the bucket,
+  // not in socket buffers or the gateway's read-ahead (16 MiB), when the object changes.
+  it('a read under way ends with the whole blob when the object is uploaded again or deleted meanwhile', async () => {
+    const bucket = new S3Bucket(s3Config(`${randomUUID()}/`));
+    const tmp = await tempDir('archway-s3-change-');
+    const store = new S3BlobStore({ bucket, tmpDir: tmp, maxSize: 1 << 30, logger });
+    await store.init();
+    try {
+      const bytes = randomBytes(40 * 1024 * 1024);
+      const digest = digestOf(bytes);
+      const commit = async () => {
+        const path = store.tempPath();
+        await writeFile(path, bytes);
+        await store.commitFile(path, { digest, size: bytes.length });
+      };
+      await commit();
+      for (const change of ['uploaded again', 'deleted'] as const) {
+        const read = await store.open(digest);
+        assert.ok(read, `stored before it is ${change}`);
+        const chunks: Buffer[] = [];
+        for await (const chunk of read.stream) {
+          if (chunks.length === 0) {
+            if (change === 'deleted') {
+              await bucket.delete(blobObjectKey(digest));
+              assert.equal(await bucket.size(blobObjectKey(digest)), undefined, 'the object is gone for new requests');
+            } else {
+              await commit();
+            }
+          }
+          chunks.push(chunk as Buffer);
+        }
+        assert.ok(Buffer.concat(chunks).equals(bytes), `the read that was under way when the object was ${change} gave the whole blob`);
+      }
+    } finally {
+      await store.close();
+      await removeDir(tmp);
+    }
+  });
+});
+
 describe('eviction across replicas', () => {
   it('is least recently used by any replica: a blob read through one is kept when another evicts', async () => {
     const prefix = `${randomUUID()}/`;
@@ -224,3 +268,36 @@ async function pushBlob(registry: { url: string }, name: string, bytes: Buffer):
   assert.equal(put.statusCode, 201, 'blob pushed');
   return digest;
 }
+
+describe('the S3 harness (Ceph RGW)', () => {
+  it('handles in one test file share its cluster, each with a bucket of its own', async () => {
+    const other = await startS3();
+    const mine = new S3Bucket(s3Config(''));
+    const theirs = new S3Bucket({ ...other.storage('').s3, redirect: false } as unknown as ConstructorParameters<typeof S3Bucket>[0]);
+    try {
+      assert.equal(other.endpoint, s3.endpoint, 'the same cluster');
+      assert.notEqual(other.bucket, s3.bucket);
+      const key = `isolation/${randomUUID()}`;
+      await theirs.putBuffer(key, Buffer.from('theirs'));
+      assert.equal(await mine.size(key), undefined, 'an object in one bucket is not in the other');
+      assert.equal(await theirs.size(key), 6);
+    } finally {
+      theirs.close();
+      await other.stop();
+    }
+    assert.equal(await mine.size('isolation/none'), undefined, 'the cluster still answers once the other handle stopped');
+    mine.close();
+  });
+
+  it('stop() leaves no daemon and no state behind', async () => {
+    const cluster = await startRgw();
+    assert.equal(cluster.pids.length, 3, 'a monitor, an OSD and the gateway');
+    assert.ok((await cluster.rssBytes()) > 0);
+    await cluster.stop();
+    const alive = (pid: number) => access(`/proc/${pid}`).then(() => true, () => false);
+    for (const pid of cluster.pids) assert.equal(await alive(pid), false, `process ${pid} is gone`);
+    if (process.env.ARCHWAY_TEST_KEEP_TMP === '1') await access(cluster.dir); // kept on purpose, for a post-mortem
+    else await assert.rejects(access(cluster.dir), 'the state directory is removed');
+    await assert.rejects(fetch(cluster.endpoint), 'nothing answers on the endpoint');
+  });
+});

@@ -10,6 +10,12 @@ export interface CommandNeed {
   command: string;
   /** Debian package providing it. */
   debianPackage: string;
+  /**
+   * Install it with --no-install-recommends: for packages whose recommendations
+   * are large and unused here (Ceph's daemons recommend ceph-mds, ceph-fuse and
+   * more; radosgw, ceph-mon and ceph-osd alone are ~270 MB installed).
+   */
+  withoutRecommends?: boolean;
 }
 
 let aptUpdated: Promise<void> | undefined;
@@ -35,14 +41,19 @@ function missingError(missing: CommandNeed[]): Error {
 
 const aptEnv = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
 
-async function aptInstall(packages: string[]): Promise<void> {
+async function aptInstall(missing: CommandNeed[]): Promise<void> {
   // `apt-get update` once per process: fresh CI images ship without lists.
   aptUpdated ??= run('apt-get', ['update'], { env: aptEnv, timeoutMs: 600_000 }).then(() => undefined);
   await aptUpdated;
-  await run('apt-get', ['install', '-y', ...packages], { env: aptEnv, timeoutMs: 900_000 });
+  for (const withoutRecommends of [false, true]) {
+    const packages = [...new Set(missing.filter((n) => (n.withoutRecommends ?? false) === withoutRecommends).map((n) => n.debianPackage))];
+    if (packages.length === 0) continue;
+    const flags = withoutRecommends ? ['--no-install-recommends'] : [];
+    await run('apt-get', ['install', '-y', ...flags, ...packages], { env: aptEnv, timeoutMs: 900_000 });
+  }
 }
 
-export async function ensureCommands(needs: Array<{ command: string; debianPackage: string }>): Promise<void> {
+export async function ensureCommands(needs: CommandNeed[]): Promise<void> {
   const missing: CommandNeed[] = [];
   for (const need of needs) {
     if (!(await commandExists(need.command))) missing.push(need);
@@ -51,7 +62,7 @@ export async function ensureCommands(needs: Array<{ command: string; debianPacka
   if (!canInstall()) throw missingError(missing);
 
   const packages = [...new Set(missing.map((n) => n.debianPackage))];
-  const install = installQueue.then(() => aptInstall(packages));
+  const install = installQueue.then(() => aptInstall(missing));
   installQueue = install.catch(() => undefined);
   try {
     await install;

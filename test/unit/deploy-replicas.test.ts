@@ -40,7 +40,7 @@ describe('deploy/compose-replicas', () => {
     assert.ok(compose.services[new URL(s3.endpoint!).hostname], 'the S3 endpoint is a service');
     assert.ok(String(compose.services['minio-bucket'].command).includes(`local/${s3.bucket}`), 'the bucket archway uses is created');
     assert.equal(s3.secretAccessKey, compose.services.minio.environment.MINIO_ROOT_PASSWORD);
-    assert.ok(compose.services[new URL(config.redis!.url).hostname], 'the Redis URL names a service');
+    assert.ok(compose.services[new URL(config.redis?.url ?? '').hostname], 'the Redis URL names a service');
   });
 });
 
@@ -70,7 +70,7 @@ describe('deploy/kubernetes-replicas', () => {
 
   it('uses the bucket and the Redis Service of the example, with keys from its Secret', () => {
     assert.equal(config.storage.type, 's3');
-    const redis = new URL(config.redis!.url);
+    const redis = new URL(config.redis?.url ?? '');
     const redisService = find('Service', redis.hostname);
     assert.ok(redisService, 'the Redis URL names a Service');
     assert.equal(redisService.spec.ports[0].port, Number(redis.port));

@@ -67,7 +67,7 @@ describe('local repositories', () => {
     cacheDir = `${svc.dir}/${Math.random().toString(36).slice(2)}`;
     store = new FsLocalStore(cacheDir);
     await store.init();
-    local = new LocalImageService({ store, manifests: svc.manifests, blobs: svc.blobs, router, logger: svc.logger, maxBytes: 1024 * 1024 });
+    local = new LocalImageService({ store, manifests: svc.manifests, blobs: svc.blobs, logger: svc.logger, maxBytes: 1024 * 1024 });
     changes = [];
     local.onTagChange((c) => changes.push(c));
   });
@@ -77,14 +77,14 @@ describe('local repositories', () => {
     await mountAll(blobs);
     assert.equal(upstream.count('headBlob'), 2);
     assert.equal(upstream.count('getBlob'), 0);
-    const route = await local.blobRoute(repo, blobs[0] as Digest);
+    const route = await local.blobRoute(repo, blobs[0] as Digest, router);
     assert.equal(`${route.upstream.name}/${route.repository}`, 'docker.io/amd64/node');
   });
 
   it('a blob the upstream does not have is not mounted', async () => {
     const missing = digestOf(Buffer.from('nowhere'));
     await assert.rejects(local.mount(repo, missing, router.resolve('amd64/node')), (e: unknown) => e instanceof RegistryError && e.status === 404);
-    await assert.rejects(local.blobRoute(repo, missing), rejectsWith('BLOB_UNKNOWN'));
+    await assert.rejects(local.blobRoute(repo, missing, router), rejectsWith('BLOB_UNKNOWN'));
   });
 
   it('refuses a manifest pushed under another digest, with a wrong or unknown media type, or that is no manifest', async () => {
@@ -143,14 +143,14 @@ describe('local repositories', () => {
     await local.put(repo, tag('20'), MediaType.OciManifest, amd.manifest.bytes);
     const layer = amd.blobs[1] as Digest;
     const read = async () => {
-      const answer = await svc.blobs.get(await local.blobRoute(repo, layer), layer, () => undefined);
+      const answer = await svc.blobs.get(await local.blobRoute(repo, layer, router), layer, () => undefined);
       assert.equal(answer.kind, 'body');
       return { outcome: answer.outcome, bytes: answer.kind === 'body' ? await new Collected(answer.stream).done : undefined };
     };
     const first = await read();
     assert.equal(first.outcome, 'miss');
     assert.equal(upstream.count('getBlob', layer), 1);
-    await svc.blobs.settled(await local.blobRoute(repo, layer), layer);
+    await svc.blobs.settled(await local.blobRoute(repo, layer, router), layer);
     upstream.whenever('getBlob', () => {
       throw upstream.status('getBlob', 503);
     });
@@ -196,7 +196,7 @@ describe('local repositories', () => {
     assert.equal(svc.blobStore.usage().bytes, budgetBefore, 'not charged to cache.maxSize');
     const other = upstreamImage('beyond');
     await mountAll(other.blobs);
-    const small = new LocalImageService({ store, manifests: svc.manifests, blobs: svc.blobs, router, logger: svc.logger, maxBytes: store.usage().bytes + 10 });
+    const small = new LocalImageService({ store, manifests: svc.manifests, blobs: svc.blobs, logger: svc.logger, maxBytes: store.usage().bytes + 10 });
     await assert.rejects(small.put(repo, tag('more'), MediaType.OciManifest, other.manifest.bytes), (e: unknown) => e instanceof RegistryError && e.status === 507);
 
     const reopened = new FsLocalStore(cacheDir);

@@ -42,8 +42,9 @@ export class S3Bucket {
       region: config.region,
       forcePathStyle: config.forcePathStyle,
       // Checksums only where S3 requires them: the SDK's default sends uploads as aws-chunked
-      // bodies with checksum trailers, which many S3-compatible servers store verbatim or refuse.
-      // archway verifies every blob by its digest itself.
+      // bodies with checksum trailers, which many S3-compatible servers store verbatim or refuse
+      // (Ceph RGW 16 answers a streamed PutObject with 411 MissingContentLength; the S3 store's e2e
+      // tests run on RGW). archway verifies every blob by its digest itself.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       // A cached blob's GET holds its socket while the client downloads it: the SDK's 50 would

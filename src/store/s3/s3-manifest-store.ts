@@ -47,6 +47,10 @@ export class S3ManifestStore implements ManifestStore {
     return true;
   }
 
+  forgetCopies(): void {
+    this.hot.clear();
+  }
+
   async *list(): AsyncIterable<{ upstream: string; digest: Digest }> {
     for await (const o of this.bucket.list(MANIFESTS)) {
       const [upstream, algorithm, hex] = o.key.slice(MANIFESTS.length).split('/');
