@@ -19,7 +19,7 @@ const LAYERS = [
   'stores.ts',
   ['http', 'admin'],
   'inspect',
-  'virtual',
+  ['virtual', 'local'],
   'registry',
   'coordination',
   'fill',

@@ -50,11 +50,12 @@ export async function createHttpApp(services: Services, opts: HttpAppOptions = {
       sendError(request.method, reply as unknown as FastifyReply, err);
     },
   });
-  // Write methods are refused (405) without parsing anything: bodies are thrown away as
-  // they arrive (see v2-routes.ts for why the answer waits for them a little).
+  // Bodies are not parsed: a PUT's is left to its route (a manifest pushed to a local
+  // repository is read there, bounded; any other is thrown away as it arrives, see
+  // request-body.ts for why the answer waits for it a little); every other is discarded here.
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', (_request, payload, done) => {
-    payload.resume();
+  app.addContentTypeParser('*', (request, payload, done) => {
+    if (request.method !== 'PUT') payload.resume();
     done(null);
   });
   installRequestLog(app, metrics, services.traffic);
@@ -90,6 +91,8 @@ export async function createHttpApp(services: Services, opts: HttpAppOptions = {
         blobStore,
         virtualCatalog: g.virtualCatalog,
         virtualImages: g.virtualImages,
+        localCatalog: g.localCatalog,
+        localImages: g.localImages,
         inventory: g.inventory,
         jobs: g.jobs,
         traffic: g.traffic,

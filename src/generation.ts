@@ -25,6 +25,8 @@ import type { Upstream } from './upstream/upstream.ts';
 import { sha256 } from './util/hash.ts';
 import { VirtualCatalog } from './virtual/virtual-catalog.ts';
 import type { VirtualImageService } from './virtual/virtual-image-service.ts';
+import { LocalCatalog } from './local/local-catalog.ts';
+import type { LocalImageService } from './local/local-image-service.ts';
 
 /**
  * What lives for the process, whatever the configuration file says later:
@@ -40,6 +42,8 @@ export interface Core {
   blobs: BlobService;
   /** Manifests and blobs of virtual images, assembled from their members. */
   virtualImages: VirtualImageService;
+  /** Pushed manifests and tags of local repositories; `onTagChange` is the hook for the cluster-events bus. */
+  localImages: LocalImageService;
   inspector: PlatformInspector;
   inventory: CacheInventory;
   jobs: PrefetchJobs;
@@ -62,6 +66,8 @@ export interface Generation extends Core {
   platforms: PlatformPolicy;
   /** Which names are virtual images (config `virtual`). */
   virtualCatalog: VirtualCatalog;
+  /** Which names are local repositories (config `local`), and who may push them. */
+  localCatalog: LocalCatalog;
   /** Client authentication, when `auth` is configured. */
   auth: ClientAuth | undefined;
   /** Per-client limits, when any is configured. */
@@ -154,6 +160,7 @@ export function buildGeneration(config: Readonly<Config>, core: Core, id: number
     router,
     platforms: new PlatformPolicy(config.platform),
     virtualCatalog: new VirtualCatalog(config.virtual, config.defaultUpstream, router),
+    localCatalog: new LocalCatalog(config.local, config.defaultUpstream),
     auth: authPart?.auth,
     limiter: limiterPart?.limiter,
     adminGuard,

@@ -19,6 +19,7 @@ import { Generations, type Hold } from './util/generations.ts';
 import { MemberTags, type MemberTagLimits } from './virtual/member-tags.ts';
 import { VirtualImageService } from './virtual/virtual-image-service.ts';
 import { VirtualProvenance } from './virtual/provenance.ts';
+import { LocalImageService } from './local/local-image-service.ts';
 
 export type { Core, Generation } from './generation.ts';
 
@@ -104,6 +105,7 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
   const blobs = new BlobService(blobStore, fills, access, metrics, sizes);
   const memberTags = new MemberTags(logger, config.cache.tagTtl, memberTagLimits(config));
   const virtualImages = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl, memberTags);
+  const localImages = new LocalImageService({ store: stores.local, manifests, blobs, logger, maxBytes: config.local.maxSize });
   const jobs = new PrefetchJobs(manifests, blobs, logger);
   const inventory = new CacheInventory(blobStore, manifestStore, tagStore, stores.events);
   inventory.followPurges((err) => logger.warn({ err: (err as Error).message }, 'dropping the copies of a purge made through another replica failed'));
@@ -114,7 +116,8 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
     manifests,
     blobs,
     virtualImages,
-    inspector: new PlatformInspector(manifests, virtualImages, blobs, blobStore),
+    localImages,
+    inspector: new PlatformInspector(manifests, virtualImages, blobs, blobStore, localImages),
     inventory,
     jobs,
     traffic: new TrafficStats(),

@@ -8,6 +8,7 @@ import { LocalFillCoordinator, type FillCoordinator } from './fill/fill-coordina
 import { FsBlobStore } from './store/fs-blob-store.ts';
 import { FsManifestStore, type ManifestStore } from './store/manifest-store.ts';
 import { FsTagStore, type TagStore } from './store/tag-store.ts';
+import { FsLocalStore, type LocalStore } from './store/local-store.ts';
 
 /** How long a presigned blob URL (storage.s3.redirect) stays valid. */
 const PRESIGNED_URL_SECONDS = 300;
@@ -17,6 +18,8 @@ export interface Stores {
   manifests: ManifestStore;
   tags: TagStore;
   confirmations: ConfirmationStore;
+  /** Local repositories (config `local`): durable, outside the cache budget; in the bucket when there is one. */
+  local: LocalStore;
   /** Who downloads a blob when several replicas want it. */
   coordinator: FillCoordinator;
   /** Events every replica hears at once (purges, …): Redis pub/sub, or this process only without Redis. */
@@ -68,6 +71,8 @@ export async function createStores(
     manifests: s3 && bucket ? new s3.S3ManifestStore(bucket) : new FsManifestStore(config.cache.dir, budget),
     tags: rd && redis ? new rd.RedisTagStore(redis) : new FsTagStore(config.cache.dir, budget),
     confirmations: rd && redis ? new rd.RedisConfirmationStore(redis) : new FsConfirmationStore(config.cache.dir, budget),
+    // Redis is not durable: with replicas, what was pushed lives in the bucket.
+    local: s3 && bucket ? new s3.S3LocalStore(bucket) : new FsLocalStore(config.cache.dir),
     // Leases only help when the blobs are shared: with a disk per replica, waiting for another's download gains nothing.
     coordinator: rd && redis && config.redis && bucket ? new rd.RedisFillCoordinator(redis, logger, config.redis.fillWait) : new LocalFillCoordinator(),
     events:
@@ -86,5 +91,6 @@ export async function createStores(
   await stores.manifests.init();
   await stores.tags.init();
   await stores.confirmations.init();
+  await stores.local.init();
   return stores;
 }

@@ -149,13 +149,13 @@ export class ClientAuth {
    * for Docker Hub's `library/*` never opens `library/…` at another registry.
    */
   private principal(name: string, patterns: readonly string[]): Principal {
-    const globs = patterns.map((p) => globToRegExp(qualify(p, this.config.defaultUpstream)));
+    const globs = patterns.map((p) => globToRegExp(qualifyPattern(p, this.config.defaultUpstream)));
     return { name, allows: (repository) => globs.some((g) => g.test(repository)) };
   }
 }
 
 /** `library/*` → `docker.io/library/*` (the default upstream); `ghcr.io/org/**` and `**` stay as they are. */
-function qualify(pattern: string, defaultUpstream: string): string {
+export function qualifyPattern(pattern: string, defaultUpstream: string): string {
   const first = pattern.split('/')[0] ?? '';
   if (first === '**' || first.includes('.') || first.includes(':') || first === 'localhost') return pattern;
   return `${defaultUpstream}/${pattern}`;

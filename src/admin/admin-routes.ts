@@ -11,6 +11,8 @@ import type { Route, Router } from '../routing/router.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
 import type { VirtualCatalog } from '../virtual/virtual-catalog.ts';
+import type { LocalCatalog } from '../local/local-catalog.ts';
+import type { LocalImageService } from '../local/local-image-service.ts';
 import type { AdminGuard } from './admin-guard.ts';
 import type { CacheInventory } from './cache-inventory.ts';
 import type { PrefetchJobs } from './prefetch.ts';
@@ -27,6 +29,8 @@ export interface AdminServices {
   blobStore: BlobStore;
   virtualCatalog: VirtualCatalog;
   virtualImages: VirtualImageService;
+  localCatalog: LocalCatalog;
+  localImages: LocalImageService;
   inventory: CacheInventory;
   jobs: PrefetchJobs;
   traffic: TrafficStats;
@@ -115,6 +119,15 @@ export async function registerAdminRoutes(app: FastifyInstance, opts: AdminRoute
     scope.delete('/_archway/cache/*', async (request, reply) => {
       const s = opts.servicesFor(request);
       const { route, reference } = target(s.router, (request.params as { '*': string })['*']);
+      const local = s.localCatalog.match(route);
+      if (local) {
+        // Not a cache: what was pushed goes only when named, one tag or manifest at a time.
+        if (!reference) throw new RegistryError('INVALID_REQUEST', 'name the tag or digest to delete from a local repository', { detail: { repository: local.key } });
+        const deleted = await s.localImages.delete(local, reference);
+        request.log.info({ local: local.key, reference, ...deleted }, 'deleted from local repository');
+        // A purge report (what `archway purge` prints): blobs are the cache's, and stay.
+        return reply.send({ ...deleted, blobs: 0, bytes: 0, keptShared: 0, keptInUse: 0 });
+      }
       const report = await s.inventory.purge({
         upstream: route.upstream.name,
         repository: route.repository,
@@ -136,13 +149,15 @@ export async function registerAdminRoutes(app: FastifyInstance, opts: AdminRoute
       }
       const platforms = body.data.platforms === 'all' ? 'all' : body.data.platforms.map((p) => formatPlatform(parsePlatformOrThrow(p)));
       const { route, reference } = target(s.router, body.data.image);
-      const virtual = s.virtualCatalog.match(route);
+      const local = s.localCatalog.match(route);
+      const virtual = local ? undefined : s.virtualCatalog.match(route);
       const job = s.jobs.start({
         image: body.data.image,
         reference: reference ?? { kind: 'tag', tag: 'latest' },
         route,
-        source: virtual ? s.virtualImages.source(virtual) : s.manifests.source(route),
-        blobRoute: async (digest) => (virtual ? s.virtualImages.blobRoute(virtual, digest) : route),
+        source: local ? s.localImages.source(local) : virtual ? s.virtualImages.source(virtual) : s.manifests.source(route),
+        // A local repository's blobs come from where they were mounted from.
+        blobRoute: async (digest) => (local ? s.localImages.blobRoute(local, digest, s.router) : virtual ? s.virtualImages.blobRoute(virtual, digest) : route),
         platforms,
         // The job's routes belong to this request's generation: it stays open until the job ends.
         onSettled: s.retain(),

@@ -1,6 +1,7 @@
 import type { BlobStore } from '../store/blob-store.ts';
 import type { CacheInventory } from './cache-inventory.ts';
 import type { TrafficStats } from '../observability/traffic.ts';
+import type { LocalImageService } from '../local/local-image-service.ts';
 
 /** How many repositories the summary lists. */
 const TOP = 10;
@@ -9,6 +10,7 @@ interface SummarySources {
   blobStore: BlobStore;
   inventory: CacheInventory;
   traffic: TrafficStats;
+  localImages: Pick<LocalImageService, 'summary'>;
   config: { cache: { maxSize: number } };
 }
 
@@ -64,6 +66,8 @@ export async function cacheSummary(s: SummarySources, snapshot: InventorySnapsho
     bytesSavedUpstream: totals.bytesFromCache,
     largestRepositories: sizes.slice(0, TOP),
     mostPulledRepositories: s.traffic.mostPulledRepositories(TOP).map((r) => ({ ...r, bytes: sizeOf.get(r.repository) ?? 0 })),
+    // Pushed to archway, outside the cache's budget and never evicted: counted apart from it.
+    local: await s.localImages.summary(),
   };
 }
 

@@ -62,6 +62,8 @@ export async function cacheStatsCommand(target: AdminTarget, json: boolean, out:
     ...(s.largestRepositories.length ? s.largestRepositories.map((r) => `  ${r.repository}  ${humanSize(r.bytes)}  (${r.tags} tags, ${r.blobs} blobs)`) : ['  (none)']),
     'most pulled:',
     ...(s.mostPulledRepositories.length ? s.mostPulledRepositories.map((r) => `  ${r.repository}  ${r.pulls} pulls, ${humanSize(r.bytesServed)} served`) : ['  (none)']),
+    `local (pushed, never evicted): ${humanSize(s.local.bytes)} of ${humanSize(s.local.maxBytes)}`,
+    ...s.local.repositories.flatMap((r) => r.tags.map((t) => `  ${r.repository}:${t.tag}  ${t.platforms.join(', ') || t.digest}`)),
   ];
   out.write(`${lines.join('\n')}\n`);
 }

@@ -68,7 +68,14 @@ async function inspectWith(services: Services, image: string): Promise<PlatformR
     const { name, reference } = parseImageReference(image);
     const generation = services.current();
     const route = generation.router.resolve(name);
-    return await services.inspector.inspect({ image, reference, route, virtual: generation.virtualCatalog.match(route) });
+    const local = generation.localCatalog.match(route);
+    return await services.inspector.inspect({
+      image,
+      reference,
+      route,
+      local: local && { repository: local, router: generation.router },
+      virtual: local ? undefined : generation.virtualCatalog.match(route),
+    });
   } catch (err) {
     // As the endpoint would answer it, the spec's code with its message.
     if (err instanceof RegistryError) throw new Error(`${err.status}: ${err.code}: ${err.message}`);

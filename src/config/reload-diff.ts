@@ -17,6 +17,8 @@ const RESTART_ONLY: ReadonlyArray<{ field: string; of: (c: Readonly<Config>) => 
   { field: 'cache', of: (c) => c.cache },
   { field: 'storage', of: (c) => c.storage },
   { field: 'redis', of: (c) => c.redis },
+  // The local store's bound is counted from the start; the namespaces and the manifest limit reload.
+  { field: 'local.maxSize', of: (c) => c.local.maxSize },
 ];
 
 /** The restart-only fields `next` changes against `running`: a reload naming any changes nothing. */

@@ -177,6 +177,20 @@ const clientToken = z
     message: 'give exactly one of token, tokenFile, tokenEnv',
   });
 
+/**
+ * Repositories that are archway's own (config `local`): multi-platform tags composed by a push
+ * (`docker manifest push`) from images archway can already read. Only manifests and tags are stored;
+ * blobs are mounted from where they came from.
+ */
+const localNamespace = z
+  .object({
+    /** Repository patterns (`team/**`); without a registry host they are in defaultUpstream, like auth grants. */
+    repositories: z.array(z.string().min(1)).min(1),
+    /** htpasswd users and token names (auth) that may push to and delete from these repositories. */
+    push: z.array(z.string().min(1)).default([]),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     server: z
@@ -399,6 +413,17 @@ export const configSchema = z
         virtualImage,
       )
       .default({}),
+    /** Local namespaces: pushed multi-platform tags, stored under `<cache.dir>/local/` (or the bucket's `local/`) and never evicted. */
+    local: z
+      .object({
+        namespaces: z.array(localNamespace).default([]),
+        /** The longest manifest a push may send (distribution's limit is 4 MiB). */
+        maxManifestSize: size.pipe(z.number().int().min(1024, 'must be at least 1KiB')).default(4 * 1024 ** 2),
+        /** Bytes the local folder may hold (manifests, tags, blob records); beyond it a push is refused. Not part of cache.maxSize. */
+        maxSize: size.default(1024 ** 3),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -421,6 +446,9 @@ export const configSchema = z
     }
     if (!(c.defaultUpstream in c.upstreams)) {
       ctx.addIssue({ code: 'custom', path: ['defaultUpstream'], message: `"${c.defaultUpstream}" is not a key of upstreams` });
+    }
+    if (c.local.namespaces.length > 0 && !c.auth) {
+      ctx.addIssue({ code: 'custom', path: ['local'], message: 'local namespaces take pushes, which need authenticated clients: configure auth (htpasswd or tokens)' });
     }
     const registries = new Set(Object.entries(c.upstreams).flatMap(([key, u]) => [key, ...u.aliases]));
     for (const [name, v] of Object.entries(c.virtual)) {

@@ -5,6 +5,7 @@ import type { PlatformInspector } from '../inspect/platform-inspector.ts';
 import type { Router } from '../routing/router.ts';
 import { checkGrants } from './grants.ts';
 import type { VirtualCatalog } from '../virtual/virtual-catalog.ts';
+import type { LocalCatalog } from '../local/local-catalog.ts';
 
 function decodeName(raw: string): string {
   try {
@@ -24,7 +25,7 @@ export const PLATFORMS_ROUTE = '/_archway/platforms/*';
  */
 export function registerPlatformsRoute(
   app: FastifyInstance,
-  servicesFor: (request: FastifyRequest) => { router: Router; virtualCatalog: VirtualCatalog; inspector: PlatformInspector },
+  servicesFor: (request: FastifyRequest) => { router: Router; virtualCatalog: VirtualCatalog; localCatalog: LocalCatalog; inspector: PlatformInspector },
 ): void {
   app.get(PLATFORMS_ROUTE, async (request, reply) => {
     const services = servicesFor(request);
@@ -33,9 +34,10 @@ export function registerPlatformsRoute(
     const image = decodeName(path.slice('/_archway/platforms/'.length));
     const { name, reference } = parseImageReference(image);
     const route = services.router.resolve(name, new URLSearchParams(query).get('ns') ?? undefined);
-    const virtual = services.virtualCatalog.match(route);
+    const local = services.localCatalog.match(route);
+    const virtual = local ? undefined : services.virtualCatalog.match(route);
     checkGrants(request.principal, name, route, virtual);
-    const report = await services.inspector.inspect({ image, reference, route, virtual });
+    const report = await services.inspector.inspect({ image, reference, route, virtual, local: local && { repository: local, router: services.router } });
     return reply.header('cache-control', 'no-store').send(report);
   });
 }

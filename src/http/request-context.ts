@@ -5,7 +5,7 @@ import type { TrafficStats } from '../observability/traffic.ts';
 
 /** What a handler learns about a request, for its one log line and the metrics. */
 export interface RequestContext {
-  route: 'base' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'platforms' | 'admin' | 'health' | 'metrics' | 'other';
+  route: 'base' | 'manifest' | 'blob' | 'tags' | 'referrers' | 'upload' | 'platforms' | 'admin' | 'health' | 'metrics' | 'other';
   outcome?: CacheOutcome;
   /** Time spent waiting on the upstream before the answer could start. */
   upstreamMs?: number;

@@ -8,7 +8,9 @@ export type V2Endpoint =
   | { endpoint: 'manifest'; name: string; reference: Reference }
   | { endpoint: 'blob'; name: string; digest: Digest }
   | { endpoint: 'tags'; name: string }
-  | { endpoint: 'referrers'; name: string; digest: Digest };
+  | { endpoint: 'referrers'; name: string; digest: Digest }
+  /** `/blobs/uploads/` (starting an upload or a mount) and `/blobs/uploads/<id>` (an upload session). */
+  | { endpoint: 'upload'; name: string };
 
 // Names have any number of segments, and a segment may itself be called
 // "manifests" or "blobs": the greedy name takes everything up to the last one.
@@ -16,12 +18,15 @@ const MANIFEST = /^\/v2\/(.+)\/manifests\/([^/]+)$/;
 const BLOB = /^\/v2\/(.+)\/blobs\/([^/]+)$/;
 const TAGS = /^\/v2\/(.+)\/tags\/list$/;
 const REFERRERS = /^\/v2\/(.+)\/referrers\/([^/]+)$/;
+const UPLOAD = /^\/v2\/(.+)\/blobs\/uploads\/[^/]*$/;
 
 /** Parse a /v2 path (without query). Throws NAME_INVALID/DIGEST_INVALID, MANIFEST_UNKNOWN for a reference no tag can have, or 404 for other paths. */
 export function parseV2Path(path: string): V2Endpoint {
   if (path === '/v2/' || path === '/v2') return { endpoint: 'base' };
   let m = MANIFEST.exec(path);
   if (m) return { endpoint: 'manifest', name: parseRepositoryPath(m[1] as string), reference: parseManifestReference(decode(m[2] as string)) };
+  m = UPLOAD.exec(path);
+  if (m) return { endpoint: 'upload', name: parseRepositoryPath(m[1] as string) };
   m = BLOB.exec(path);
   if (m) return { endpoint: 'blob', name: parseRepositoryPath(m[1] as string), digest: parseDigest(decode(m[2] as string)) };
   m = TAGS.exec(path);

@@ -1,12 +1,15 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { RegistryError } from '../errors.ts';
 import { acceptedMediaTypes } from '../oci/media-types.ts';
-import { tagPageRequest } from '../oci/tag-list.ts';
+import { parseRepositoryPath } from '../oci/reference.ts';
+import { tagPageRequest, type TagPage, type TagPageRequest } from '../oci/tag-list.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import { isDirectBody } from '../store/blob-store.ts';
 import type { ManifestService, ManifestSource } from '../registry/manifest-service.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
-import type { VirtualImage, VirtualCatalog } from '../virtual/virtual-catalog.ts';
+import type { VirtualCatalog } from '../virtual/virtual-catalog.ts';
+import type { LocalCatalog, LocalRepository } from '../local/local-catalog.ts';
+import type { LocalImageService } from '../local/local-image-service.ts';
 import { formatPlatform } from '../platform/platform.ts';
 import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
@@ -15,7 +18,9 @@ import { firstHeader } from '../util/headers.ts';
 import { nextPageLink, rewriteLink } from './link.ts';
 import { parseRange } from './range.ts';
 import { sendDirect } from './send-direct.ts';
-import { parseV2Path } from './v2-path.ts';
+import { localWrite } from './local-writes.ts';
+import { bodyDrained, WRITE_DRAIN_MS } from './request-body.ts';
+import { parseV2Path, type V2Endpoint } from './v2-path.ts';
 
 export interface V2Services {
   router: Router;
@@ -24,10 +29,10 @@ export interface V2Services {
   platforms: PlatformPolicy;
   virtualCatalog: VirtualCatalog;
   virtualImages: VirtualImageService;
+  localCatalog: LocalCatalog;
+  localImages: LocalImageService;
+  config: { local: { maxManifestSize: number } };
 }
-
-/** How long a refused write may take to send the body archway throws away. */
-const WRITE_DRAIN_MS = 2000;
 
 /** On every /v2 answer: docker checks it on the 401 of `GET /v2/`. Blob answers written directly set it themselves. */
 const API_VERSION = ['docker-distribution-api-version', 'registry/2.0'] as const;
@@ -45,9 +50,16 @@ export function registerV2Routes(app: FastifyInstance, servicesFor: (request: Fa
     const services = servicesFor(request);
     const [path = '', query = ''] = splitUrl(request.url);
     if (request.method !== 'GET' && request.method !== 'HEAD') {
-      // A server that closes with a request body unread makes the kernel reset the
-      // connection, and the client never sees the answer: let the body (being
-      // discarded) arrive first, for a moment.
+      // Writes go to local repositories (config `local`) only.
+      const repository = localWriteRepository(services, path, query);
+      if (repository) {
+        request.archway.repository = repository.key;
+        const target = await writeTarget(request, path);
+        request.archway.route = target.endpoint;
+        if (target.endpoint === 'manifest' && target.reference.kind === 'tag') request.archway.tag = target.reference.tag;
+        return localWrite(request, reply, services, target, repository, new URLSearchParams(query));
+      }
+      // Let the body (being discarded) arrive first, for a moment, or the client may see a reset instead of the answer.
       await bodyDrained(request.raw, WRITE_DRAIN_MS);
       // archway is a read-only mirror; pushes go to the registry itself.
       throw new RegistryError('UNSUPPORTED', 'archway is a pull-through cache: pushing and deleting are not supported', {
@@ -60,14 +72,18 @@ export function registerV2Routes(app: FastifyInstance, servicesFor: (request: Fa
     // containerd mirrors name the registry they mean in ?ns= on every request; it is echoed back.
     const ns = new URLSearchParams(query).get('ns') ?? undefined;
     if (target.endpoint === 'base') return reply.header('content-type', 'application/json').send({});
+    if (target.endpoint === 'upload') throw new RegistryError('BLOB_UPLOAD_UNKNOWN', 'archway has no blob uploads', { detail: { name: target.name } });
     const route = services.router.resolve(target.name, ns);
+    // A local repository (config `local`) is answered from what was pushed to it; it wins over a virtual image.
+    const local = services.localCatalog.match(route);
     // A virtual image (config `virtual`) is answered from its members' repositories.
-    const virtual = services.virtualCatalog.match(route);
+    const virtual = local ? undefined : services.virtualCatalog.match(route);
     checkGrants(request.principal, target.name, route, virtual);
     // Echoed only once it names a configured registry (never arbitrary client text in a header).
     if (ns !== undefined) reply.header('oci-namespace', ns);
     request.archway.repository = `${route.upstream.name}/${route.repository}`;
     if (target.endpoint === 'manifest' && target.reference.kind === 'tag') request.archway.tag = target.reference.tag;
+    if (local) return localRead(request, reply, services, target, route, local, query, ns);
     switch (target.endpoint) {
       case 'manifest': {
         const source = virtual ? services.virtualImages.source(virtual) : services.manifests.source(route);
@@ -76,7 +92,7 @@ export function registerV2Routes(app: FastifyInstance, servicesFor: (request: Fa
       case 'blob':
         return blob(request, reply, services, virtual ? await services.virtualImages.blobRoute(virtual, target.digest) : route, target.digest);
       case 'tags':
-        if (virtual) return virtualTags(reply, services.virtualImages, virtual, target.name, new URLSearchParams(query), ns);
+        if (virtual) return ownTags(reply, (page) => services.virtualImages.tags(virtual, page), target.name, new URLSearchParams(query), ns);
         return tags(reply, route, target.name, upstreamQuery(query), ns);
       case 'referrers':
         // Nothing refers to an index archway made; members' referrers live under their own names.
@@ -87,6 +103,62 @@ export function registerV2Routes(app: FastifyInstance, servicesFor: (request: Fa
 
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2', handler });
   app.route({ method: ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'], url: '/v2/*', handler });
+}
+
+/** Pulls from a local repository: tags and manifests from the local store, blobs from where they were mounted from. */
+async function localRead(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  services: V2Services,
+  target: Exclude<V2Endpoint, { endpoint: 'base' | 'upload' }>,
+  route: Route,
+  local: LocalRepository,
+  query: string,
+  ns: string | undefined,
+) {
+  switch (target.endpoint) {
+    case 'manifest':
+      return manifest(request, reply, services, route, services.localImages.source(local), target.name, target.reference);
+    case 'blob':
+      return blob(request, reply, services, await services.localImages.blobRoute(local, target.digest, services.router), target.digest);
+    case 'tags':
+      return ownTags(reply, (page) => services.localImages.tags(local, page), target.name, new URLSearchParams(query), ns);
+    case 'referrers':
+      return reply.header('content-type', 'application/vnd.oci.image.index.v1+json').send(EMPTY_INDEX);
+  }
+}
+
+/** The name of a /v2 path that names a repository (the greedy match takes up to the last endpoint segment, as parseV2Path does). */
+const NAMED_PATH = /^\/v2\/(.+)\/(?:manifests|blobs|tags|referrers)\//;
+
+/**
+ * The local repository a write names, or undefined for anything else (a name
+ * that does not parse or route included), which stays refused with 405
+ * exactly as before local repositories existed. Only the name decides: a bad
+ * digest or tag in a write to a local repository is that repository's error.
+ */
+function localWriteRepository(services: V2Services, path: string, query: string): LocalRepository | undefined {
+  if (services.localCatalog.size === 0) return undefined;
+  const name = NAMED_PATH.exec(path)?.[1];
+  if (name === undefined) return undefined;
+  try {
+    return services.localCatalog.match(services.router.resolve(parseRepositoryPath(name), new URLSearchParams(query).get('ns') ?? undefined));
+  } catch {
+    return undefined;
+  }
+}
+
+/** The write's target; when it does not parse, the error once the body has been let through. */
+async function writeTarget(request: FastifyRequest, path: string): Promise<Exclude<V2Endpoint, { endpoint: 'base' }>> {
+  try {
+    const target = parseV2Path(path);
+    if (target.endpoint !== 'base') return target;
+  } catch (err) {
+    await bodyDrained(request.raw, WRITE_DRAIN_MS);
+    throw err;
+  }
+  // NAMED_PATH never matches the base endpoint; were it to, the write is what it always was.
+  throw new RegistryError('UNSUPPORTED', undefined, { status: 405 });
 }
 
 async function manifest(
@@ -171,16 +243,10 @@ async function tags(reply: FastifyReply, route: Route, name: string, query: stri
   return reply.code(res.status).header('content-type', 'application/json').send(withClientName(res.body, route.repository, name));
 }
 
-async function virtualTags(
-  reply: FastifyReply,
-  virtualImages: VirtualImageService,
-  image: VirtualImage,
-  name: string,
-  query: URLSearchParams,
-  ns: string | undefined,
-) {
+/** A tag list archway makes itself (a virtual image's, a local repository's), paged as the spec says. */
+async function ownTags(reply: FastifyReply, list: (request: TagPageRequest) => Promise<TagPage>, name: string, query: URLSearchParams, ns: string | undefined) {
   reply.request.archway.outcome = 'pass';
-  const { tags, next } = await virtualImages.tags(image, tagPageRequest(query));
+  const { tags, next } = await list(tagPageRequest(query));
   if (next) reply.header('link', nextPageLink(name, next, ns));
   return reply.header('content-type', 'application/json').send({ name, tags });
 }
@@ -243,22 +309,6 @@ function upstreamQuery(query: string): string {
   params.delete('ns');
   const rest = params.toString();
   return rest ? `?${rest}` : '';
-}
-
-function bodyDrained(body: NodeJS.ReadableStream & { readableEnded?: boolean }, timeoutMs: number): Promise<void> {
-  if (body.readableEnded) return Promise.resolve();
-  // A request without a body runs no content parser: flowing, it ends at once.
-  body.resume();
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      resolve();
-    };
-    body.once('end', done);
-    body.once('error', done);
-    body.once('close', done);
-  });
 }
 
 function splitUrl(url: string): [string, string] {

@@ -6,12 +6,14 @@ import { isAttestationEntry } from '../platform/match.ts';
 import { formatPlatform, type Platform } from '../platform/platform.ts';
 import type { BlobService } from '../registry/blob-service.ts';
 import { ACCEPT_ALL_MANIFESTS, AS_PUBLISHED, type ManifestService, type ManifestSource } from '../registry/manifest-service.ts';
-import type { Route } from '../routing/router.ts';
+import type { Route, Router } from '../routing/router.ts';
 import type { BlobStore } from '../store/blob-store.ts';
 import { readLimitedBuffer } from '../upstream/body.ts';
 import { FAN_OUT, mapLimit } from '../util/bounded-map.ts';
 import type { VirtualImageService } from '../virtual/virtual-image-service.ts';
 import type { VirtualImage } from '../virtual/virtual-catalog.ts';
+import type { LocalRepository } from '../local/local-catalog.ts';
+import type { LocalImageService } from '../local/local-image-service.ts';
 
 export type CachedState = 'yes' | 'partial' | 'no';
 
@@ -57,6 +59,8 @@ export interface InspectTarget {
   reference: Reference;
   route: Route;
   virtual: VirtualImage | undefined;
+  /** A local repository (config `local`): its manifests are the pushed ones, its blobs come from where they were mounted from. */
+  local?: { repository: LocalRepository; router: Router } | undefined;
 }
 
 /**
@@ -72,11 +76,12 @@ export class PlatformInspector {
     private readonly virtualImages: VirtualImageService,
     private readonly blobs: BlobService,
     private readonly store: BlobStore,
+    private readonly localImages: LocalImageService,
   ) {}
 
   async inspect(target: InspectTarget): Promise<PlatformReport> {
-    const { route, virtual } = target;
-    const source: ManifestSource = virtual ? this.virtualImages.source(virtual) : this.manifests.source(route);
+    const { route, virtual, local } = target;
+    const source: ManifestSource = local ? this.localImages.source(local.repository) : virtual ? this.virtualImages.source(virtual) : this.manifests.source(route);
     const top = (await this.manifests.get(source, target.reference, ACCEPT_ALL_MANIFESTS, AS_PUBLISHED)).manifest;
     const report: PlatformReport = {
       image: target.image,
@@ -92,7 +97,8 @@ export class PlatformInspector {
       const parts = parseImageManifest(top.bytes);
       // Under a virtual name, a member's manifest: its config lives in the member's repository.
       const member = virtual ? await this.virtualImages.memberOf(virtual, top.digest) : undefined;
-      const platform = parts.config ? await this.configPlatform(member ?? route, parts.config.digest) : undefined;
+      const configRoute = local && parts.config ? await this.localImages.blobRoute(local.repository, parts.config.digest, local.router) : (member ?? route);
+      const platform = parts.config ? await this.configPlatform(configRoute, parts.config.digest) : undefined;
       const row = await this.row(platform, top.digest, top.mediaType, top.bytes);
       if (member) row.member = `${member.upstream.name}/${member.repository}`;
       report.platforms.push(row);

@@ -95,7 +95,8 @@ export function platformJson(p: Platform): Record<string, unknown> {
   };
 }
 
-function parseJson(bytes: Buffer): Record<string, unknown> {
+/** A manifest's JSON object; MANIFEST_INVALID when it is not one. */
+export function parseJson(bytes: Buffer): Record<string, unknown> {
   let doc: unknown;
   try {
     doc = JSON.parse(bytes.toString('utf8'));

@@ -44,6 +44,8 @@ export interface StartArchwayOptions {
   tls?: { cert: string; key: string };
   /** Virtual multi-platform images, as in the config file. */
   virtual?: ConfigInput['virtual'];
+  /** Local repositories (local.namespaces, …), as in the config file. */
+  local?: ConfigInput['local'];
   /** The admin API (admin.token), as in the config file. */
   admin?: ConfigInput['admin'];
   /** Shared storage and coordination (storage.type s3, redis.url), as in the config file. */
@@ -74,6 +76,7 @@ export async function startArchway(opts: StartArchwayOptions): Promise<ArchwayHa
     ...(opts.limits ? { limits: opts.limits } : {}),
     ...(opts.virtual ? { virtual: opts.virtual } : {}),
     ...(opts.admin ? { admin: opts.admin } : {}),
+    ...(opts.local ? { local: opts.local } : {}),
     ...(opts.storage ? { storage: opts.storage } : {}),
     ...(opts.redis ? { redis: opts.redis } : {}),
     cache: { dir: cacheDir, ...opts.cache },

@@ -17,6 +17,8 @@ export interface DockerdHandle {
   socket: string;
   /** containerd socket (ours, started for this dockerd): usable with ctr.ts. */
   containerdSocket: string;
+  /** The CLI's config directory (DOCKER_CONFIG): a test may write credentials into its config.json. */
+  cliConfig: string;
   /** Runs the docker CLI against this daemon (isolated, empty client config). */
   docker(args: string[], opts?: RunOptions): Promise<RunResult>;
   pull(ref: string, opts?: { platform?: string }): Promise<{ stdout: string }>;
@@ -129,6 +131,7 @@ export async function startDockerd(opts: StartDockerdOptions): Promise<DockerdHa
   const handle: DockerdHandle = {
     socket,
     containerdSocket,
+    cliConfig,
     docker,
     pull: async (ref, pullOpts = {}) => {
       const platform = pullOpts.platform ? ['--platform', pullOpts.platform] : [];

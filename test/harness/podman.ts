@@ -22,7 +22,7 @@ export interface PodmanImage {
 
 export interface Podman {
   /** `podman pull --tls-verify=false` of `ref` (e.g. 127.0.0.1:PORT/library/app:1). */
-  pull(ref: string, opts?: { platform?: string }): Promise<void>;
+  pull(ref: string, opts?: { platform?: string; creds?: string }): Promise<void>;
   inspect(ref: string): Promise<PodmanImage>;
   remove(ref: string): Promise<void>;
   close(): Promise<void>;
@@ -47,7 +47,8 @@ export async function startPodman(): Promise<Podman> {
   const podman = async (args: string[]) => (await run('podman', [...global, ...args], { env, timeoutMs: 180_000 })).stdout;
   return {
     async pull(ref, opts = {}) {
-      await podman(['pull', '--tls-verify=false', '--quiet', ...(opts.platform ? ['--platform', opts.platform] : []), ref]);
+      const creds = opts.creds ? ['--creds', opts.creds] : [];
+      await podman(['pull', '--tls-verify=false', '--quiet', ...creds, ...(opts.platform ? ['--platform', opts.platform] : []), ref]);
     },
     async inspect(ref) {
       const [raw] = JSON.parse(await podman(['image', 'inspect', ref])) as Array<{

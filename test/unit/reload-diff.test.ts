@@ -43,4 +43,13 @@ describe('reload diff', () => {
     const otherCert = config({ server: { ports: [5001], tls: { cert: '/c2.pem', key: '/k2.pem' } } });
     assert.deepEqual(restartOnlyChanges(https, otherCert), [], 'other certificate files are fine');
   });
+
+  it('local namespaces reload; the local store’s bound does not', () => {
+    const auth = { tokens: [{ name: 'ci', token: 'x'.repeat(16) }] };
+    const before = config({ auth, local: { namespaces: [{ repositories: ['team/**'], push: ['ci'] }] } });
+    const more = config({ auth, local: { namespaces: [{ repositories: ['team/**', 'ops/**'], push: ['ci'] }] } });
+    assert.deepEqual(restartOnlyChanges(before, more), []);
+    assert.ok(configChanges(before, more).includes('local'));
+    assert.deepEqual(restartOnlyChanges(before, config({ auth, local: { namespaces: [{ repositories: ['team/**'], push: ['ci'] }], maxSize: '2GiB' } })), ['local.maxSize']);
+  });
 });

@@ -4,3 +4,4 @@
 export { S3Bucket } from './s3-bucket.ts';
 export { S3BlobStore, blobObjectKey } from './s3-blob-store.ts';
 export { S3ManifestStore } from './s3-manifest-store.ts';
+export { S3LocalStore } from './s3-local-store.ts';
