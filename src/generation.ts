@@ -42,7 +42,7 @@ export interface Core {
   blobs: BlobService;
   /** Manifests and blobs of virtual images, assembled from their members. */
   virtualImages: VirtualImageService;
-  /** Pushed manifests and tags of local repositories; `onTagChange` is the hook for the cluster-events bus. */
+  /** Pushed manifests and tags of local repositories; changes reach other replicas through `shareChanges`. */
   localImages: LocalImageService;
   inspector: PlatformInspector;
   inventory: CacheInventory;

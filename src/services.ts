@@ -106,6 +106,7 @@ export async function createServices(config: Readonly<Config>, opts: ServicesOpt
   const memberTags = new MemberTags(logger, config.cache.tagTtl, memberTagLimits(config));
   const virtualImages = new VirtualImageService(manifests, new VirtualProvenance(confirmations, storage), logger, config.cache.tagTtl, memberTags);
   const localImages = new LocalImageService({ store: stores.local, manifests, blobs, logger, maxBytes: config.local.maxSize });
+  localImages.shareChanges(stores.events);
   const jobs = new PrefetchJobs(manifests, blobs, logger);
   const inventory = new CacheInventory(blobStore, manifestStore, tagStore, stores.events);
   inventory.followPurges((err) => logger.warn({ err: (err as Error).message }, 'dropping the copies of a purge made through another replica failed'));

@@ -25,6 +25,7 @@ export const CLUSTER_EVENT_SCHEMAS: { [K in ClusterEventKind]: z.ZodType<Cluster
     manifests: z.array(digest).max(100_000),
   }),
   reload: z.object({ by: z.string().max(300) }),
+  'local-changed': z.object({ repository: z.string().max(1024), tag: z.string().max(128).optional(), deletedManifests: z.array(digest).max(100_000) }),
 };
 
 export function isClusterEventKind(kind: unknown): kind is ClusterEventKind {

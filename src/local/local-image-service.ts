@@ -9,13 +9,17 @@ import type { BlobService } from '../registry/blob-service.ts';
 import type { ManifestAnswer, ManifestService, ManifestSource } from '../registry/manifest-service.ts';
 import type { Route, Router } from '../routing/router.ts';
 import type { BlobOrigin, LocalStore, LocalTag } from '../store/local-store.ts';
+import type { ClusterEvents } from '../store/cluster-events.ts';
 import type { LocalRepository } from './local-catalog.ts';
 
 /** A local tag was pushed (digest) or deleted (undefined): what a cross-replica event bus would carry. */
-export interface LocalTagChange {
+/** A change to a local repository: a tag pushed (`digest`) or deleted, or manifests deleted. */
+export interface LocalChange {
   repository: string;
-  tag: string;
+  tag?: string;
+  /** What the tag names now; undefined: the tag was deleted (or no tag changed). */
   digest: Digest | undefined;
+  deletedManifests: Digest[];
 }
 
 export interface LocalImageServiceOptions {
@@ -46,15 +50,15 @@ export interface LocalRepositorySummary {
  * like any tag, so the platform rules apply.
  */
 export class LocalImageService {
-  private readonly listeners = new Set<(change: LocalTagChange) => void>();
+  private readonly listeners = new Set<(change: LocalChange) => void>();
   private readonly now: () => number;
 
   constructor(private readonly opts: LocalImageServiceOptions) {
     this.now = opts.now ?? Date.now;
   }
 
-  /** Called after each tag push or delete; returns the unsubscribe. */
-  onTagChange(listener: (change: LocalTagChange) => void): () => void {
+  /** Called after each tag push or delete and each manifest delete; returns the unsubscribe. */
+  onChange(listener: (change: LocalChange) => void): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
@@ -120,7 +124,7 @@ export class LocalImageService {
       if (!(await this.opts.store.tag(repository.key, reference.tag))) this.ensureRoom(512);
       await this.opts.store.setTag(repository.key, reference.tag, record);
       this.opts.logger.info({ repository: repository.key, tag: reference.tag, digest: pushed.digest, platforms }, 'local tag pushed');
-      this.changed({ repository: repository.key, tag: reference.tag, digest: pushed.digest });
+      this.changed({ repository: repository.key, tag: reference.tag, digest: pushed.digest, deletedManifests: [] });
     }
     return pushed.digest;
   }
@@ -130,7 +134,7 @@ export class LocalImageService {
     const { store } = this.opts;
     if (reference.kind === 'tag') {
       if (!(await store.deleteTag(repository.key, reference.tag))) throw manifestUnknown(reference.tag);
-      this.changed({ repository: repository.key, tag: reference.tag, digest: undefined });
+      this.changed({ repository: repository.key, tag: reference.tag, digest: undefined, deletedManifests: [] });
       return { tags: [reference.tag], manifests: 0 };
     }
     if (!(await store.deleteManifest(repository.key, reference.digest))) throw manifestUnknown(reference.digest);
@@ -139,8 +143,9 @@ export class LocalImageService {
       if ((await store.tag(repository.key, tag))?.digest !== reference.digest) continue;
       await store.deleteTag(repository.key, tag);
       tags.push(tag);
-      this.changed({ repository: repository.key, tag, digest: undefined });
+      this.changed({ repository: repository.key, tag, digest: undefined, deletedManifests: [] });
     }
+    this.changed({ repository: repository.key, digest: undefined, deletedManifests: [reference.digest] });
     return { tags, manifests: 1 };
   }
 
@@ -210,7 +215,25 @@ export class LocalImageService {
     });
   }
 
-  private changed(change: LocalTagChange): void {
+  /**
+   * Replicas sharing the local store (the bucket) hear each other's changes at
+   * once: this one's go out on the bus, and the others' drop this process's
+   * copies of deleted manifests; after a gap (events may have been missed),
+   * every copy. Returns the unsubscribe.
+   */
+  shareChanges(events: ClusterEvents): () => void {
+    const { store } = this.opts;
+    const stops = [
+      this.onChange(({ repository, tag, deletedManifests }) => void events.publish('local-changed', { repository, ...(tag === undefined ? {} : { tag }), deletedManifests })),
+      events.subscribe('local-changed', ({ repository, deletedManifests }, origin) => {
+        if (!origin.self) store.forgetCopies?.(repository, deletedManifests);
+      }),
+      events.onGap(() => store.forgetCopies?.()),
+    ];
+    return () => stops.forEach((stop) => stop());
+  }
+
+  private changed(change: LocalChange): void {
     for (const listener of this.listeners) {
       try {
         listener(change);

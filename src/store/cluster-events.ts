@@ -18,6 +18,13 @@ export interface ClusterEventMap {
    * their log lines). A SIGHUP stays with the process it was sent to.
    */
   reload: { by: string };
+  /**
+   * A local repository changed through one replica (config `local`): a tag
+   * pushed or deleted, manifests deleted. Tags are read from the shared store
+   * on every request; the others drop their in-memory copies of the deleted
+   * manifests, so none is served after its delete.
+   */
+  'local-changed': { repository: string; tag?: string; deletedManifests: Digest[] };
 }
 
 export type ClusterEventKind = keyof ClusterEventMap;

@@ -48,6 +48,12 @@ export interface LocalStore {
   repositories(): Promise<string[]>;
   /** Bytes held, for the local.maxSize bound and the cache summary. */
   usage(): { bytes: number };
+  /**
+   * Drop what this process holds in memory of a repository's manifests (these,
+   * or all of every repository), deleted through another replica sharing the
+   * store; absent where the store is this process's own.
+   */
+  forgetCopies?(repository?: string, digests?: readonly Digest[]): void;
   /** How many manifests and mounted blobs a repository holds (a walk of its records). */
   counts(repository: string): Promise<{ manifests: number; blobs: number }>;
 }

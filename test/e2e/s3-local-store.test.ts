@@ -10,7 +10,8 @@ import { S3Bucket } from '../../src/store/s3/s3-bucket.ts';
 import { S3LocalStore } from '../../src/store/s3/s3-local-store.ts';
 import { startArchway, type ArchwayHandle } from '../harness/archway.ts';
 import { ACCEPT, http } from '../harness/http.ts';
-import { buildImage } from '../harness/images.ts';
+import { buildImage, type BuiltImage } from '../harness/images.ts';
+import { startRedis, type RedisHandle } from '../harness/redis.ts';
 import { startRegistry, type RegistryHandle } from '../harness/registry.ts';
 import { startS3, type S3Handle } from '../harness/s3.ts';
 import { pushLayout } from '../harness/skopeo.ts';
@@ -20,6 +21,7 @@ import { localStoreContract } from '../store/local-store.contract.ts';
 const TOKEN = 'pusher-token-0123456789';
 let s3: S3Handle;
 let registry: RegistryHandle;
+let redis: RedisHandle | undefined;
 let work: string;
 const replicas: ArchwayHandle[] = [];
 
@@ -31,6 +33,7 @@ before(async () => {
 after(async () => {
   for (const r of replicas) await r.stop();
   await registry?.stop();
+  await redis?.stop();
   await s3?.stop();
   await removeDir(work);
 });
@@ -44,6 +47,20 @@ localStoreContract('S3', async () => {
   };
   return { store: await open(), reopen: open, cleanup: async () => {} };
 });
+
+const auth = { authorization: `Bearer ${TOKEN}` };
+
+/** Mount the image's blobs into team/app from amd64/app, then push its manifest as team/app:1, through `replica`. */
+async function pushThrough(replica: ArchwayHandle, image: BuiltImage): Promise<BuiltImage['manifests'][number]> {
+  const manifest = image.manifests[0] ?? assert.fail('no manifest');
+  for (const digest of [manifest.configDigest, ...manifest.layers.map((l) => l.digest)]) {
+    const r = await http(`${replica.url}/v2/team/app/blobs/uploads/?mount=${digest}&from=amd64/app`, { method: 'POST', headers: auth });
+    assert.equal(r.status, 201, r.body.toString());
+  }
+  const put = await http(`${replica.url}/v2/team/app/manifests/1`, { method: 'PUT', headers: { ...auth, 'content-type': manifest.mediaType }, body: manifest.bytes.toString('utf8') });
+  assert.equal(put.status, 201, put.body.toString());
+  return manifest;
+}
 
 describe('local repositories shared by replicas through the bucket', () => {
   it('a tag pushed through one replica is pulled through the other, also after a restart', async () => {
@@ -61,14 +78,7 @@ describe('local repositories shared by replicas through the bucket', () => {
       );
     }
     const [a, b] = replicas as [ArchwayHandle, ArchwayHandle];
-    const auth = { authorization: `Bearer ${TOKEN}` };
-    const manifest = image.manifests[0] ?? assert.fail('no manifest');
-    for (const digest of [manifest.configDigest, ...manifest.layers.map((l) => l.digest)]) {
-      const r = await http(`${a.url}/v2/team/app/blobs/uploads/?mount=${digest}&from=amd64/app`, { method: 'POST', headers: auth });
-      assert.equal(r.status, 201, r.body.toString());
-    }
-    const put = await http(`${a.url}/v2/team/app/manifests/1`, { method: 'PUT', headers: { ...auth, 'content-type': manifest.mediaType }, body: manifest.bytes.toString('utf8') });
-    assert.equal(put.status, 201, put.body.toString());
+    const manifest = await pushThrough(a, image);
     for (const replica of [b, a]) {
       await replica.restart();
       const r = await http(`${replica.url}/v2/team/app/manifests/1`, { headers: { ...auth, accept: ACCEPT.all } });
@@ -78,6 +88,42 @@ describe('local repositories shared by replicas through the bucket', () => {
       const blob = await http(`${replica.url}/v2/team/app/blobs/${layer.digest}`, { headers: auth });
       assert.equal(blob.status, 200);
       assert.equal(blob.body.length, layer.size);
+    }
+  });
+
+  it('with Redis, a manifest deleted through one replica is gone from all three at once (cluster events), not after their copies expire', async () => {
+    const image = await buildImage({ dir: join(work, 'img3'), tag: '1', platforms: [{ os: 'linux', architecture: 'amd64' }], index: false, format: 'oci', layerSizes: [1200], seed: 's3-local-three' });
+    await pushLayout(image, { hostPort: registry.hostPort, name: 'amd64/app', tag: '1' });
+    redis = await startRedis();
+    const storage = s3.storage(`${randomUUID()}/`) as never;
+    const three: ArchwayHandle[] = [];
+    for (let i = 0; i < 3; i++) {
+      three.push(
+        await startArchway({
+          upstreams: { 'docker.io': { url: registry.url } },
+          storage,
+          redis: { url: redis.url },
+          auth: { tokens: [{ name: 'ci', token: TOKEN }] },
+          local: { namespaces: [{ repositories: ['team/**'], push: ['ci'] }] },
+        }),
+      );
+    }
+    replicas.push(...three);
+    const [a, b, c] = three as [ArchwayHandle, ArchwayHandle, ArchwayHandle];
+    const manifest = await pushThrough(a, image);
+    const byDigest = (r: ArchwayHandle) => http(`${r.url}/v2/team/app/manifests/${manifest.digest}`, { headers: { ...auth, accept: ACCEPT.all } });
+    // Every replica now holds the manifest in memory.
+    for (const r of three) assert.equal((await byDigest(r)).status, 200);
+    const deleted = await http(`${b.url}/v2/team/app/manifests/${manifest.digest}`, { method: 'DELETE', headers: auth });
+    assert.equal(deleted.status, 202, deleted.body.toString());
+    for (const [name, r] of [['A', a], ['C', c]] as const) {
+      // The event arrives over pub/sub a moment after B's answer: well within a second, not the copies' minute.
+      const deadline = Date.now() + 1000;
+      let status = 200;
+      while ((status = (await byDigest(r)).status) === 200 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      assert.equal(status, 404, `${name} still serves the manifest deleted through B from its memory`);
+      const tagged = await http(`${r.url}/v2/team/app/manifests/1`, { headers: { ...auth, accept: ACCEPT.all } });
+      assert.equal(tagged.status, 404, `${name}: the tag went with its manifest`);
     }
   });
 });

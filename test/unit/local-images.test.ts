@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { RegistryError } from '../../src/errors.ts';
 import { LocalCatalog, type LocalRepository } from '../../src/local/local-catalog.ts';
-import { LocalImageService, type LocalTagChange } from '../../src/local/local-image-service.ts';
+import { LocalImageService, type LocalChange } from '../../src/local/local-image-service.ts';
 import { digestOf, type Digest } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import type { Reference } from '../../src/oci/reference.ts';
@@ -33,7 +33,7 @@ describe('local repositories', () => {
   /** The cache directory the local store is under. */
   let cacheDir: string;
   let local: LocalImageService;
-  let changes: LocalTagChange[];
+  let changes: LocalChange[];
   const repo: LocalRepository = { key: 'docker.io/team/node', pushers: new Set(['alice']) };
 
   /** An image in amd64/node at the upstream, its blobs there; returns its manifest. */
@@ -69,7 +69,7 @@ describe('local repositories', () => {
     await store.init();
     local = new LocalImageService({ store, manifests: svc.manifests, blobs: svc.blobs, logger: svc.logger, maxBytes: 1024 * 1024 });
     changes = [];
-    local.onTagChange((c) => changes.push(c));
+    local.onChange((c) => changes.push(c));
   });
 
   it('a mount is checked at the upstream with a HEAD, never downloaded, and records where the blob comes from', async () => {
@@ -126,7 +126,7 @@ describe('local repositories', () => {
     await local.put(repo, byDigest(s390x.manifest.digest), MediaType.OciManifest, s390x.manifest.bytes);
     assert.equal(await local.put(repo, tag('20'), MediaType.DockerManifestList, list.bytes), list.digest);
     assert.deepEqual((await store.tag(repo.key, '20'))?.platforms, ['linux/amd64', 'linux/s390x']);
-    assert.deepEqual(changes, [{ repository: repo.key, tag: '20', digest: list.digest }]);
+    assert.deepEqual(changes, [{ repository: repo.key, tag: '20', digest: list.digest, deletedManifests: [] }]);
 
     // Pulled like any tag: as published, and resolved for one platform.
     const source = local.source(repo);
@@ -183,8 +183,13 @@ describe('local repositories', () => {
     assert.deepEqual(await store.tags(repo.key), []);
     await assert.rejects(local.source(repo).digest(amd.manifest.digest), rejectsWith('MANIFEST_UNKNOWN'));
     assert.deepEqual(
-      changes.filter((c) => c.digest === undefined).map((c) => c.tag),
+      changes.filter((c) => c.digest === undefined && c.tag !== undefined).map((c) => c.tag),
       ['a', 'b'],
+    );
+    assert.deepEqual(
+      changes.filter((c) => c.deletedManifests.length).map((c) => [c.tag, c.deletedManifests]),
+      [[undefined, [amd.manifest.digest]]],
+      'the manifest delete is a change of its own (other replicas drop their copies of it)',
     );
   });
 

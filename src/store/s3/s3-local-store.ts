@@ -13,8 +13,9 @@ const LOCAL = 'local/';
  * backup here too. The S3 blob store's eviction lists `blobs/` only, so
  * nothing here is ever evicted. Tags are read from the bucket on every
  * request (a push through one replica is seen by all at once); manifests,
- * immutable by digest, stay in memory for a minute (a delete through another
- * replica reaches this one after it). The byte count is the bucket's at
+ * immutable by digest, stay in memory for a minute, dropped at once when
+ * another replica deletes them (the `local-changed` cluster event, with Redis;
+ * without it, after the minute). The byte count is the bucket's at
  * start plus this replica's own writes: approximate across replicas.
  */
 export class S3LocalStore implements LocalStore {
@@ -53,6 +54,11 @@ export class S3LocalStore implements LocalStore {
     const key = this.key(repository, 'manifests', digest);
     this.hot.delete(key);
     return this.remove(key);
+  }
+
+  forgetCopies(repository?: string, digests?: readonly Digest[]): void {
+    if (repository === undefined || digests === undefined) return this.hot.clear();
+    for (const digest of digests) this.hot.delete(this.key(repository, 'manifests', digest));
   }
 
   async tag(repository: string, tag: string): Promise<LocalTag | undefined> {
