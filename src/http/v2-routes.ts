@@ -10,6 +10,7 @@ import type { VirtualImage, VirtualCatalog } from '../virtual/virtual-catalog.ts
 import { formatPlatform } from '../platform/platform.ts';
 import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
+import type { AccelRedirect } from './accel-redirect.ts';
 import { checkGrants } from './grants.ts';
 import { firstHeader } from '../util/headers.ts';
 import { nextPageLink, rewriteLink } from './link.ts';
@@ -24,6 +25,8 @@ export interface V2Services {
   platforms: PlatformPolicy;
   virtualCatalog: VirtualCatalog;
   virtualImages: VirtualImageService;
+  /** server.accelRedirect: the nginx in front sends verified cached blobs itself. */
+  accel?: AccelRedirect | undefined;
 }
 
 /** How long a refused write may take to send the body archway throws away. */
@@ -128,6 +131,13 @@ async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Se
     return reply.send();
   }
   const rangeHeader = request.headers.range;
+  if (services.accel?.applies(request)) {
+    const file = await services.blobs.verifiedFile(route, digest, (size) => parseRange(rangeHeader, size));
+    if (file) {
+      noteOutcome(request, 'hit', started);
+      return services.accel.send(reply, digest, file);
+    }
+  }
   const answer = await services.blobs.get(route, digest, (size) => parseRange(rangeHeader, size));
   noteOutcome(request, answer.outcome, started);
   if (answer.kind === 'unsatisfiable') {
