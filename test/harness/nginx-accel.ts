@@ -1,12 +1,13 @@
 // nginx (Debian `nginx`) in front of one archway in X-Accel-Redirect mode
 // (server.accelRedirect): archway answers every request, and for a verified
 // cached blob hands nginx the file to send from an internal location over the
-// cache directory. The same configuration as deploy/compose-accel/nginx.conf,
-// with loopback addresses and temp paths. Its access log says, per request,
+// cache directory: deploy/compose-accel/nginx.conf itself, with loopback
+// addresses and temp paths, so the tests prove the shipped example. Its access log says, per request,
 // whether nginx sent a file itself (the internal location's URI) or relayed
 // archway's body, and how many body bytes it sent.
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ensureCommands } from './packages.ts';
 import { freePort } from './ports.ts';
 import { startProcess, waitForHttp, type ManagedProcess } from './process.ts';
@@ -36,74 +37,37 @@ export interface NginxAccelHandle {
   stop(): Promise<void>;
 }
 
-/**
- * The nginx configuration of the accel mode: `archway` is host:port, `cacheDir`
- * archway's cache.dir as nginx sees it. `workers`: nginx worker processes.
- */
-export function accelNginxConfig(opts: { dir: string; port: number; archway: string; cacheDir: string; workers?: number | 'auto'; accessLog?: boolean }): string {
-  const user = process.getuid?.() === 0 ? 'user root;' : '';
-  const { dir } = opts;
-  return `${user}
-worker_processes ${opts.workers ?? 1};
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log warn;
-events { worker_connections 4096; }
-http {
-  ${opts.accessLog === false ? 'access_log off;' : `log_format accel escape=none '$request_method\\t$request_uri\\t$uri\\t$status\\t$body_bytes_sent';
-  access_log ${dir}/access.log accel;`}
-  client_body_temp_path ${dir}/client_body;
-  proxy_temp_path ${dir}/proxy_temp;
-  fastcgi_temp_path ${dir}/fastcgi_temp;
-  uwsgi_temp_path ${dir}/uwsgi_temp;
-  scgi_temp_path ${dir}/scgi_temp;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 1000000;
-  keepalive_timeout 60s;
-  upstream archway {
-    server ${opts.archway};
-    keepalive 32;
-  }
-  server {
-    listen 127.0.0.1:${opts.port};
-    client_max_body_size 1m;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header Host $http_host;
-    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-    # The marker: archway redirects only requests that carry it (and come from trustedProxies).
-    # Replaces whatever a client sent; empty (not sent) in @archway_direct.
-    proxy_set_header X-Archway-Accel $archway_accel;
-    proxy_buffering off;
-    proxy_request_buffering off;
-    proxy_read_timeout 300s;
-    location / {
-      set $archway_accel ${ACCEL_LOCATION};
-      proxy_pass http://archway;
-    }
-    location ${ACCEL_LOCATION} {
-      internal;
-      alias ${opts.cacheDir}/blobs/;
-      types { }
-      default_type application/octet-stream;
-      etag off;
-      # Only a few headers of archway's answer survive an X-Accel-Redirect (Content-Type does):
-      # the rest of what the spec asks for is added here.
-      add_header Docker-Content-Digest $upstream_http_docker_content_digest always;
-      add_header Docker-Distribution-Api-Version registry/2.0 always;
-      add_header X-Content-Type-Options nosniff always;
-      # Evicted (or unreadable) between archway's answer and this open: ask archway again,
-      # without the marker, and it serves (or fetches) the blob itself.
-      error_page 403 404 = @archway_direct;
-    }
-    location @archway_direct {
-      set $archway_accel "";
-      # The client's URI, not the internal one this request was redirected to.
-      proxy_pass http://archway$request_uri;
-    }
-  }
+/** The shipped example, which this harness runs with loopback addresses and temp paths. */
+const SHIPPED = fileURLToPath(new URL('../../deploy/compose-accel/nginx.conf', import.meta.url));
+
+/** `text` with `from` replaced by `to`, which must occur exactly once (the example changed otherwise). */
+function replaceOnce(text: string, from: string, to: string): string {
+  const parts = text.split(from);
+  if (parts.length !== 2) throw new Error(`deploy/compose-accel/nginx.conf: expected "${from}" once, found it ${parts.length - 1} times`);
+  return parts.join(to);
 }
-`;
+
+/**
+ * deploy/compose-accel/nginx.conf as it ships, with what only a test changes: the
+ * addresses (`archway` is host:port), the cache directory as nginx sees it, this
+ * process's paths for pid, logs and temp files, and the worker count.
+ */
+export async function accelNginxConfig(opts: { dir: string; port: number; archway: string; cacheDir: string; workers?: number | 'auto'; accessLog?: boolean }): Promise<string> {
+  const { dir } = opts;
+  // Workers run as root where we are root: the temp dirs belong to us.
+  const user = process.getuid?.() === 0 ? 'user root;' : '';
+  const log =
+    opts.accessLog === false
+      ? 'access_log off;'
+      : `log_format accel escape=none '$request_method\\t$request_uri\\t$uri\\t$status\\t$body_bytes_sent';\n  access_log ${dir}/access.log accel;`;
+  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `${k}_temp_path ${dir}/${k}_temp;`).join('\n  ');
+  let conf = await readFile(SHIPPED, 'utf8');
+  conf = replaceOnce(conf, 'events {}', `${user}\nworker_processes ${opts.workers ?? 1};\npid ${dir}/nginx.pid;\nerror_log ${dir}/error.log warn;\nevents { worker_connections 4096; }`);
+  conf = replaceOnce(conf, 'http {', `http {\n  ${log}\n  ${temp}\n  keepalive_requests 1000000;`);
+  conf = replaceOnce(conf, 'server archway:5000;', `server ${opts.archway};`);
+  conf = replaceOnce(conf, 'listen 5000;', `listen 127.0.0.1:${opts.port};`);
+  conf = replaceOnce(conf, 'alias /data/blobs/;', `alias ${opts.cacheDir}/blobs/;`);
+  return conf;
 }
 
 function parseLine(line: string): AccelRequest | undefined {
@@ -118,7 +82,7 @@ export async function startNginxAccel(opts: { archway: string; cacheDir: string;
   await mkdir(join(dir, 'logs'), { recursive: true });
   const port = await freePort();
   const conf = join(dir, 'nginx.conf');
-  await writeFile(conf, accelNginxConfig({ ...opts, dir, port }));
+  await writeFile(conf, await accelNginxConfig({ ...opts, dir, port }));
   const proc: ManagedProcess = await startProcess({
     name: `nginx accel :${port}`,
     command: 'nginx',
