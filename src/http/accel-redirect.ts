@@ -43,7 +43,6 @@ export class AccelRedirect {
    */
   send(reply: FastifyReply, digest: string, file: { path: string; size: number; range: ByteRange | undefined }): FastifyReply {
     const ctx = reply.request.archway;
-    ctx.outcome = 'hit';
     ctx.accel = true;
     ctx.bodyBytes = file.range ? file.range.end - file.range.start + 1 : file.size;
     return reply
