@@ -18,6 +18,7 @@ import type { BlobService } from './registry/blob-service.ts';
 import type { ManifestService } from './registry/manifest-service.ts';
 import { Router, type RouterUpstream } from './routing/router.ts';
 import type { Stores } from './stores.ts';
+import { AccelRedirect } from './http/accel-redirect.ts';
 import { UpstreamClient } from './upstream/client.ts';
 import { resolveCredentials } from './upstream/credentials.ts';
 import { createDispatcher, readCa, type UpstreamDispatcher } from './upstream/dispatcher.ts';
@@ -73,6 +74,8 @@ export interface Generation extends Core {
   /** Per-client limits, when any is configured. */
   limiter: RateLimiter | undefined;
   adminGuard: AdminGuard;
+  /** server.accelRedirect, when configured. */
+  accel: AccelRedirect | undefined;
 }
 
 /** An upstream's client and pool, with a fingerprint of everything they were built from. */
@@ -164,6 +167,7 @@ export function buildGeneration(config: Readonly<Config>, core: Core, id: number
     auth: authPart?.auth,
     limiter: limiterPart?.limiter,
     adminGuard,
+    accel: config.server.accelRedirect ? new AccelRedirect(config.server.accelRedirect.location, config.server.trustedProxies) : undefined,
   };
   return {
     generation,

@@ -211,8 +211,26 @@ export const configSchema = z
         maxConnections: z.number().int().positive().default(10_000),
         /** HTTPS on every listener; both files are re-read on SIGHUP. */
         tls: z.object({ cert: z.string(), key: z.string() }).strict().optional(),
+        /**
+         * An nginx in front sends verified cached blob files itself (X-Accel-Redirect to its
+         * `internal` location over cache.dir/blobs, sendfile instead of Node copying every byte).
+         * Only for requests from server.trustedProxies that carry `X-Archway-Accel: <location>`;
+         * everyone else gets the bytes from archway. Off when absent (docs/operating.md).
+         */
+        accelRedirect: z
+          .object({
+            location: z
+              .string()
+              .regex(/^\/[A-Za-z0-9._~-]+(?:\/[A-Za-z0-9._~-]+)*\/$/, 'a URI path that starts and ends with /, e.g. /_archway_blobs/'),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
+      .refine((s) => s.accelRedirect === undefined || s.trustedProxies.length > 0, {
+        path: ['accelRedirect'],
+        message: 'needs server.trustedProxies: only a request from the nginx in front may be redirected',
+      })
       .prefault({}),
     cache: z
       .object({

@@ -17,6 +17,8 @@ export interface RequestContext {
   tag?: string;
   /** Length of the body a GET answers with, once known (counted as served if the answer completes). */
   bodyBytes?: number;
+  /** The nginx in front sent the blob from its file (server.accelRedirect); bodyBytes is what it was handed. */
+  accel?: boolean;
   startedAt: number;
 }
 
@@ -59,6 +61,7 @@ export function installRequestLog(app: FastifyInstance, metrics: Metrics, traffi
           complete,
           ms: Math.round((performance.now() - ctx.startedAt) * 10) / 10,
           cache: ctx.outcome,
+          accel: ctx.accel,
           platform: ctx.platform,
           upstreamMs: ctx.upstreamMs === undefined ? undefined : Math.round(ctx.upstreamMs * 10) / 10,
           remote: request.ip,

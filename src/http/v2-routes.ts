@@ -13,6 +13,7 @@ import type { LocalImageService } from '../local/local-image-service.ts';
 import { formatPlatform } from '../platform/platform.ts';
 import type { ClientFacts, PlatformPolicy } from '../platform/policy.ts';
 import type { Route, Router } from '../routing/router.ts';
+import type { AccelRedirect } from './accel-redirect.ts';
 import { checkGrants } from './grants.ts';
 import { firstHeader } from '../util/headers.ts';
 import { nextPageLink, rewriteLink } from './link.ts';
@@ -32,6 +33,8 @@ export interface V2Services {
   localCatalog: LocalCatalog;
   localImages: LocalImageService;
   config: { local: { maxManifestSize: number } };
+  /** server.accelRedirect: the nginx in front sends verified cached blobs itself. */
+  accel?: AccelRedirect | undefined;
 }
 
 /** On every /v2 answer: docker checks it on the 401 of `GET /v2/`. Blob answers written directly set it themselves. */
@@ -201,6 +204,13 @@ async function blob(request: FastifyRequest, reply: FastifyReply, services: V2Se
     return reply.send();
   }
   const rangeHeader = request.headers.range;
+  if (services.accel?.applies(request)) {
+    const file = await services.blobs.verifiedFile(route, digest, (size) => parseRange(rangeHeader, size));
+    if (file) {
+      noteOutcome(request, 'hit', started);
+      return services.accel.send(reply, digest, file);
+    }
+  }
   const answer = await services.blobs.get(route, digest, (size) => parseRange(rangeHeader, size));
   noteOutcome(request, answer.outcome, started);
   if (answer.kind === 'unsatisfiable') {

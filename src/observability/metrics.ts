@@ -34,6 +34,11 @@ export function createMetrics() {
       labelNames: ['source'] as const,
       registers: [registry],
     }),
+    accelRedirects: new Counter({
+      name: 'archway_accel_redirects_total',
+      help: 'Cached blob answers the nginx in front sent from the file itself (server.accelRedirect); their bytes are in archway_served_bytes_total{source="cache"}',
+      registers: [registry],
+    }),
     upstreamBytes: new Counter({
       name: 'archway_upstream_bytes_total',
       help: 'Blob bytes received from upstreams',

@@ -109,6 +109,24 @@ export class BlobService {
     }
   }
 
+  /**
+   * A cached blob this process has verified, for the front proxy to send from its file
+   * (server.accelRedirect), with the range it will send; undefined: answer as `get` does
+   * (not stored here, not verified yet, an unsatisfiable range). The bytes counted as served
+   * are those handed to the proxy.
+   */
+  async verifiedFile(route: Route, digest: Digest, chooseRange: RangeChooser): Promise<{ path: string; size: number; range: ByteRange | undefined } | undefined> {
+    const file = await this.store.verifiedFile?.(digest);
+    if (!file) return undefined;
+    await this.access.ensure(route, digest, 'blob');
+    const range = chooseRange(file.size);
+    if (range === 'unsatisfiable') return undefined;
+    this.metrics.servedBytes.inc({ source: 'cache' }, range ? range.end - range.start + 1 : file.size);
+    this.metrics.accelRedirects.inc();
+    this.metrics.cacheLookups.inc({ kind: 'blob', outcome: 'hit' });
+    return { ...file, range };
+  }
+
   /** A cached blob (or a redirect to it), or undefined on a miss. */
   private async fromStore(route: Route, digest: Digest, chooseRange: RangeChooser): Promise<BlobAnswer | undefined> {
     const info = await this.store.stat(digest);

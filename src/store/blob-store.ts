@@ -92,6 +92,13 @@ export interface BlobStore {
    * there means a cached blob.
    */
   readonly releaseBeforeCommit?: boolean;
+  /**
+   * A stored blob's file for a front proxy to send itself (server.accelRedirect): its path
+   * under the store's `blobs/` directory, only when this process has verified the copy
+   * (unverified copies are served, and so verified, by archway). Counts as a use of the blob.
+   * Filesystem stores only.
+   */
+  verifiedFile?(digest: Digest): Promise<{ size: number; path: string } | undefined>;
   /** A URL the client may fetch the blob from directly (an object store's presigned URL), when the store offers that. */
   redirectUrl?(digest: Digest): Promise<string | undefined>;
   /** Release timers and flush shared state at shutdown (stores that have any). */

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import type { Logger } from 'pino';
 import { digestAlgorithm, digestHex, parseDigest, type Digest } from '../oci/digest.ts';
 import { BufferPool } from '../util/buffer-pool.ts';
@@ -152,6 +152,17 @@ export class FsBlobStore implements BlobStore {
     // (once per process; a damaged one is removed and this becomes a miss, fetched again).
     if (range && !this.trust.isTrusted(digest) && (await this.trust.verifyOnce(digest, () => this.verify(digest))) !== 'intact') return undefined;
     return this.openBody(digest, range, 'serve');
+  }
+
+  async verifiedFile(digest: Digest): Promise<{ size: number; path: string } | undefined> {
+    if (!this.trust.isTrusted(digest)) return undefined;
+    const size = await this.lookup(digest);
+    if (size === undefined) return undefined;
+    // Not pinned: the proxy opens the file after this answer. Evicted before it does, the
+    // proxy's fallback asks archway again without the marker (docs/operating.md).
+    this.budget.touch(digest);
+    this.useTimes.used(digest);
+    return { size, path: relative(this.blobsDir, this.path(digest)) };
   }
 
   async verify(digest: Digest, pace?: ReadPace): Promise<VerifyOutcome> {

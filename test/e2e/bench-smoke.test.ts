@@ -11,7 +11,7 @@ import { renderTable, runBench, SCENARIOS, type BenchResult } from '../../bench/
 import { tempDir } from '../harness/tmp.ts';
 
 const TARGETS: Record<(typeof SCENARIOS)[number], string[]> = {
-  warmBlob: ['archway', 'distribution', 'nginx-cache', 'nginx-sendfile'],
+  warmBlob: ['archway', 'distribution', 'nginx-cache', 'nginx-sendfile', 'archway-accel'],
   warmManifest: ['archway', 'distribution', 'nginx-cache'],
   coldFanIn: ['archway', 'distribution', 'nginx-cache'],
   memory: ['archway', 'distribution'],
@@ -40,6 +40,10 @@ describe('bench harness (--quick)', () => {
       }
       assert.deepEqual(s.notes.filter((n) => /bad|error|non-2xx/.test(n)), [], `${scenario}: failed requests`);
     }
+    // Behind nginx with server.accelRedirect, every body wrk counted was a redirect archway handed to nginx.
+    const accel = /archway redirected (\d+) requests for (\d+) bodies/.exec(result.scenarios.warmBlob!.notes.join('\n'));
+    assert.ok(accel, 'the archway-accel note');
+    assert.ok(Number(accel[2]) > 0 && Number(accel[1]) >= Number(accel[2]), accel[0]);
     const fanIn = result.scenarios.coldFanIn!.targets.archway!;
     assert.equal(fanIn.upstreamRatio!.median.toFixed(2), '1.00', 'archway fetched the fanned-in blob once');
     assert.equal(fanIn.upstreamFetches!.median, 1);

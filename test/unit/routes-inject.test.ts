@@ -184,3 +184,95 @@ describe('/v2 routes through app.inject', { timeout: 10_000 }, () => {
       description: 'the blob fill to end',
     });
 });
+
+// server.accelRedirect: which blob answers become an X-Accel-Redirect for the nginx in front.
+describe('/v2 blob answers with server.accelRedirect', { timeout: 10_000 }, () => {
+  const LOCATION = '/_archway_blobs/';
+  const MARKER = { 'x-archway-accel': LOCATION };
+  const HEX = BLOB_DIGEST.slice('sha256:'.length);
+  const FILE = `${LOCATION}sha256/${HEX.slice(0, 2)}/${HEX}`;
+  let upstream: Server;
+  let cacheDir: string;
+  let services: Services;
+  let app: FastifyInstance;
+
+  before(async () => {
+    upstream = tinyRegistry([]);
+    await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+    const { port } = upstream.address() as AddressInfo;
+    cacheDir = await tempDir('archway-inject-accel-');
+    const config = parseConfig({
+      server: { trustedProxies: ['127.0.0.1'], accelRedirect: { location: LOCATION } },
+      cache: { dir: cacheDir },
+      upstreams: { [UPSTREAM]: { url: `http://127.0.0.1:${port}` } },
+      defaultUpstream: UPSTREAM,
+    });
+    services = await createServices(config, { logger: pino({ level: 'silent' }) });
+    app = await createHttpApp(services);
+  });
+  after(async () => {
+    await app.close();
+    await services.close();
+    await new Promise<void>((resolve) => upstream.close(() => resolve()));
+    await removeDir(cacheDir);
+  });
+
+  const get = (headers: Record<string, string> = {}, remoteAddress = '127.0.0.1', method: 'GET' | 'HEAD' = 'GET') =>
+    app.inject({ method, url: `/v2/${REPOSITORY}/blobs/${BLOB_DIGEST}`, headers, remoteAddress });
+  const redirects = () => metricValue(services.metrics, 'archway_accel_redirects_total');
+
+  it('is refused without trustedProxies, and with a location that is not a /path/', () => {
+    const base = { upstreams: { [UPSTREAM]: { url: 'http://127.0.0.1:1' } }, defaultUpstream: UPSTREAM };
+    assert.throws(() => parseConfig({ ...base, server: { accelRedirect: { location: LOCATION } } }), /trustedProxies/);
+    assert.throws(() => parseConfig({ ...base, server: { trustedProxies: ['127.0.0.1'], accelRedirect: { location: '/no-slash' } } }), /starts and ends with \//);
+  });
+
+  it('a cold blob and a stored one not yet verified here are answered with their bytes; then a redirect to the file', async () => {
+    // Cold: from the fill. Then the first read back from disk, which verifies the copy.
+    for (const round of ['miss', 'unverified']) {
+      const res = await get(MARKER);
+      assert.equal(res.statusCode, 200, round);
+      assert.ok(res.rawPayload.equals(BLOB), round);
+      assert.equal(res.headers['x-accel-redirect'], undefined, round);
+      await waitFor(async () => (await metricValue(services.metrics, 'archway_blob_fills_inflight')) === 0, { timeoutMs: 2000, intervalMs: 2, description: 'the fill to end' });
+    }
+    const servedBefore = await metricValue(services.metrics, 'archway_served_bytes_total', { source: 'cache' });
+    const res = await get(MARKER);
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['x-accel-redirect'], FILE);
+    assert.equal(res.headers['docker-content-digest'], BLOB_DIGEST);
+    assert.equal(res.headers['content-type'], 'application/octet-stream');
+    assert.equal(res.rawPayload.length, 0, 'nginx sends the body');
+    assert.equal(await redirects(), 1);
+    assert.equal(await metricValue(services.metrics, 'archway_served_bytes_total', { source: 'cache' }), servedBefore + BLOB.length, 'counted as handed to nginx');
+  });
+
+  it('a Range is redirected too (nginx cuts it; the range is what is counted); an unsatisfiable one gets archway’s 416', async () => {
+    const servedBefore = await metricValue(services.metrics, 'archway_served_bytes_total', { source: 'cache' });
+    const res = await get({ ...MARKER, range: 'bytes=100-1099' });
+    assert.equal(res.statusCode, 200);
+    assert.equal(res.headers['x-accel-redirect'], FILE);
+    assert.equal(await metricValue(services.metrics, 'archway_served_bytes_total', { source: 'cache' }), servedBefore + 1000);
+    const unsatisfiable = await get({ ...MARKER, range: `bytes=${BLOB.length}-` });
+    assert.equal(unsatisfiable.statusCode, 416);
+    assert.equal(unsatisfiable.headers['x-accel-redirect'], undefined);
+  });
+
+  it('no redirect without the marker, with another location in it, from an untrusted address, or for HEAD', async () => {
+    const before = await redirects();
+    for (const [headers, from] of [
+      [{}, '127.0.0.1'],
+      [{ 'x-archway-accel': '/elsewhere/' }, '127.0.0.1'],
+      [MARKER, '127.0.0.2'],
+    ] as const) {
+      const res = await get(headers, from);
+      assert.equal(res.statusCode, 200);
+      assert.equal(res.headers['x-accel-redirect'], undefined, JSON.stringify({ headers, from }));
+      assert.ok(res.rawPayload.equals(BLOB));
+    }
+    const head = await get(MARKER, '127.0.0.1', 'HEAD');
+    assert.equal(head.headers['x-accel-redirect'], undefined);
+    assert.equal(Number(head.headers['content-length']), BLOB.length);
+    assert.equal(await redirects(), before);
+  });
+});
