@@ -5,9 +5,10 @@
 // addresses and temp paths, so the tests prove the shipped example. Its access log says, per request,
 // whether nginx sent a file itself (the internal location's URI) or relayed
 // archway's body, and how many body bytes it sent.
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { openAccessLog } from './access-log.ts';
 import { ensureCommands } from './packages.ts';
 import { freePort } from './ports.ts';
 import { startProcess, waitForHttp, type ManagedProcess } from './process.ts';
@@ -91,26 +92,14 @@ export async function startNginxAccel(opts: { archway: string; cacheDir: string;
   });
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(`${url}/healthz`, 10_000, proc);
-  const accessLog = join(dir, 'access.log');
-  let offset = 0;
-  const size = async () => (await stat(accessLog).catch(() => undefined))?.size ?? 0;
-  const handle: NginxAccelHandle = {
+  const accessLog = await openAccessLog(join(dir, 'access.log'), parseLine);
+  return {
     url,
     pid: proc.pid,
     dir,
-    async requests() {
-      const text = (await readFile(accessLog).catch(() => Buffer.alloc(0))).subarray(offset).toString('utf8');
-      return text
-        .split('\n')
-        .map(parseLine)
-        .filter((r): r is AccelRequest => r !== undefined);
-    },
-    async clearRequests() {
-      offset = await size();
-    },
+    requests: () => accessLog.requests(),
+    clearRequests: () => accessLog.clear(),
     logTail: () => proc.tail(),
     stop: () => proc.stop(),
   };
-  await handle.clearRequests();
-  return handle;
 }

@@ -3,8 +3,9 @@
 // no buffering (blob bodies stream through), HTTP/1.1 keep-alive to the
 // replicas. Its access log names the replica that answered each request, so
 // tests can see how requests were spread.
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { openAccessLog } from './access-log.ts';
 import { ensureCommands } from './packages.ts';
 import { freePort } from './ports.ts';
 import { startProcess, waitForHttp, type ManagedProcess } from './process.ts';
@@ -111,27 +112,16 @@ export async function startNginxLb(backends: string[]): Promise<NginxLbHandle> {
     }
   }
   const running = proc;
-  let offset = 0;
-  const size = async () => (await stat(accessLog).catch(() => undefined))?.size ?? 0;
-  const handle: NginxLbHandle = {
+  // Opened after the probe: its request is not among the test's.
+  const log = await openAccessLog(accessLog, parseLine);
+  return {
     url: `http://127.0.0.1:${port}`,
     hostPort: `127.0.0.1:${port}`,
     port,
     dir,
-    async requests() {
-      // nginx writes each access line when the request ends, unbuffered.
-      const text = (await readFile(accessLog).catch(() => Buffer.alloc(0))).subarray(offset).toString('utf8');
-      return text
-        .split('\n')
-        .map(parseLine)
-        .filter((r): r is LbRequest => r !== undefined);
-    },
-    async clearRequests() {
-      offset = await size();
-    },
+    requests: () => log.requests(),
+    clearRequests: () => log.clear(),
     logTail: () => running.tail(),
     stop: () => running.stop(),
   };
-  await handle.clearRequests();
-  return handle;
 }
